@@ -1,0 +1,299 @@
+"""Recipes: versioned, declarative descriptions of a steering job (pydantic v2 models over YAML).
+
+A recipe is data: it names registry entries (``mean_diff``, ``nullspace_linear``, ``last_prompt_token``),
+never import paths, and cannot execute code. Every section forbids unknown keys; discriminators
+(``method``, ``rule``, ``kind``) select a typed sub-model so each choice validates its own parameters.
+Relative paths are resolved against the recipe file's folder, so a folder holding a recipe, its data
+and its bundle can be shared and run elsewhere unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .errors import Problem, RecipeError
+from .validation import StrictModel, validate_document
+from .yamlio import LoadedYaml, YamlProblems, dump_yaml, parse_yaml, read_yaml
+
+SiteName = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
+PositionName = Literal["all_prompt", "image_tokens", "text_tokens", "last_prompt_token", "generated"]
+SplitName = Literal["forget", "test", "retain", "utility", "val_forget", "val_retain", "refusal"]
+TaskName = Literal["classification", "generation", "cloze"]
+ModalityName = Literal["vqa", "qa"]
+
+
+# ----------------------------------------------------------------------------------------- data sources
+class JsonlSource(StrictModel):
+    kind: Literal["jsonl"] = "jsonl"
+    path: str = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
+                                  "Relative paths resolve against the recipe's folder.")
+    limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
+
+
+class MllmuSource(StrictModel):
+    kind: Literal["mllmu"] = "mllmu"
+    path: str = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
+    split: SplitName = Field(description="Which split to read.")
+    forget_ratio: Literal[5, 10, 15] = 10
+    tasks: list[TaskName] = ["classification", "generation", "cloze"]
+    modalities: list[ModalityName] = ["vqa", "qa"]
+    limit: Optional[int] = Field(None, ge=1)
+
+
+class WorldSource(StrictModel):
+    """The embedded synthetic world (generated and cached on first use)."""
+
+    kind: Literal["world"] = "world"
+    split: Optional[SplitName] = Field(None, description="An evaluation split of the world.")
+    contrast: Optional[str] = Field(None, description="A contrast file of the world, e.g. 'recall', "
+                                                      "'erasure', 'forget_answer', 'forget_refuse'.")
+    forget_ratio: Literal[5, 10, 15] = 10
+    tasks: list[TaskName] = ["classification", "generation", "cloze"]
+    modalities: list[ModalityName] = ["vqa", "qa"]
+    limit: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "WorldSource":
+        if (self.split is None) == (self.contrast is None):
+            raise ValueError("set exactly one of 'split' or 'contrast'")
+        return self
+
+
+DataSource = Annotated[Union[JsonlSource, MllmuSource, WorldSource], Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------------------- sections
+class WorldSpec(StrictModel):
+    seed: int = Field(0, ge=0, description="Seed of the embedded synthetic world.")
+    n_profiles: int = Field(100, ge=8, le=10000, description="Number of fictitious profiles.")
+
+
+class ModelSpec(StrictModel):
+    id: str = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
+                                "(the small models trained on the synthetic world).")
+    revision: Optional[str] = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
+    device_map: Optional[Union[str, dict[str, Union[int, str]]]] = None
+    adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
+    trust_remote_code: bool = Field(False, description="Run model code from the Hub. Off unless you set it.")
+    world: WorldSpec = WorldSpec()
+
+
+class PgdSpec(StrictModel):
+    kind: Literal["pgd_linf"] = "pgd_linf"
+    epsilon: float = Field(16 / 255, gt=0, le=1, description="L-infinity budget in [0,1] pixel space.")
+    step: float = Field(2 / 255, gt=0, le=1)
+    steps: int = Field(10, ge=1, le=10000)
+    random_start: bool = True
+    target: Optional[str] = Field(None, description="Target text; default: each item's own target.")
+
+
+class ContrastSide(StrictModel):
+    source: DataSource
+    image_perturbation: Optional[PgdSpec] = None
+
+
+class ReadSpec(StrictModel):
+    site: SiteName = "resid_pre"
+    position: Literal["last_prompt_token"] = "last_prompt_token"
+
+
+class MeanDiffDirection(StrictModel):
+    method: Literal["mean_diff"] = "mean_diff"
+    recall: ContrastSide = Field(description="Side A: the model recalls / complies.")
+    erasure: ContrastSide = Field(description="Side B: the model withholds / refuses.")
+    normalize: bool = Field(False, description="Scale each layer's direction to unit norm.")
+
+
+DirectionSpec = Annotated[Union[MeanDiffDirection], Field(discriminator="method")]
+
+
+class GateReadSpec(StrictModel):
+    positions: PositionName = Field("last_prompt_token", description="Tokens the gate reads.")
+    pool: Literal["last", "mean", "max"] = Field("last", description="How per-token scores are pooled.")
+
+
+class AlwaysOnGate(StrictModel):
+    rule: Literal["always_on"] = "always_on"
+
+
+class LinearGateBase(StrictModel):
+    forget: list[DataSource] = Field(min_length=1, description="Prompts the gate must open on.")
+    retain: list[DataSource] = Field(min_length=1, description="Prompts the gate must stay closed on.")
+    holdout: float = Field(0.2, ge=0, lt=1, description="Fraction of retain rows held out to score leakage.")
+    clip: Optional[tuple[float, float]] = Field((0.0, 1.0), description="Clip the gate value; null: unbounded.")
+    read: GateReadSpec = GateReadSpec()
+    layer: Optional[int] = Field(None, description="Read one gate at this layer for every written layer; "
+                                                   "null: one gate per written layer (as published).")
+
+    @field_validator("clip")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and v[0] >= v[1]:
+            raise ValueError("clip must be [low, high] with low < high")
+        return v
+
+
+class NullspaceGate(LinearGateBase):
+    rule: Literal["nullspace_linear"] = "nullspace_linear"
+    rho: float = Field(0.3, gt=0, le=1, description="Fraction of dimensions kept in the retain null space.")
+    gamma: float = Field(0.1, ge=0, description="Ridge term of the closed form.")
+
+
+class RidgeGate(LinearGateBase):
+    rule: Literal["ridge_linear"] = "ridge_linear"
+    gamma: float = Field(1.0, gt=0, description="Ridge penalty.")
+    retain_open_rate: float = Field(0.02, ge=0, lt=1, description="Calibrate the bias so at most this "
+                                                                   "fraction of held-in retain rows open.")
+
+
+class CosineGate(StrictModel):
+    rule: Literal["cosine_threshold"] = "cosine_threshold"
+    threshold: float = Field(ge=-1, le=1, description="Open when cos(h, direction) exceeds this.")
+    read: GateReadSpec = GateReadSpec()
+
+
+GateSpec = Annotated[Union[AlwaysOnGate, NullspaceGate, RidgeGate, CosineGate], Field(discriminator="rule")]
+
+
+class LayerRange(StrictModel):
+    start: int = Field(description="First layer (0-based; negative counts from the end).")
+    stop: Optional[int] = Field(None, description="One past the last layer; null: the model's last layer + 1.")
+    skip: list[int] = []
+
+
+class StrengthSpec(StrictModel):
+    lambda_: float = Field(alias="lambda", description="Multiplier of the direction (negative erases).")
+
+
+class SteerSpec(StrictModel):
+    op: Literal["add", "ablate", "clamp"] = "add"
+    site: SiteName = "resid_pre"
+    layers: Union[LayerRange, list[int]]
+    positions: list[PositionName] = Field(["all_prompt"], min_length=1)
+    phase: Literal["prefill", "all_steps"] = "prefill"
+    strength: StrengthSpec = StrengthSpec(**{"lambda": 1.0})
+    clamp_value: float = Field(0.0, description="For op=clamp: the value of the component along r.")
+
+
+class BundleSpec(StrictModel):
+    path: str = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+
+
+class EvalSpec(StrictModel):
+    splits: list[SplitName] = ["forget", "test", "retain", "utility"]
+    tasks: list[TaskName] = ["classification", "generation", "cloze"]
+    modalities: list[ModalityName] = ["vqa", "qa"]
+    forget_ratio: Literal[5, 10, 15] = 10
+    data: Optional[str] = Field(None, description="MLLMU-layout folder; null: the embedded world.")
+    batch_size: int = Field(32, ge=1)
+    limit: Optional[int] = Field(None, ge=1, description="Items per (split, task, modality) cell.")
+    out: str = Field("runs/eval", description="Output folder for JSON, markdown and plots.")
+
+
+class Recipe(StrictModel):
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: ModelSpec
+    direction: Optional[DirectionSpec] = None
+    gate: GateSpec = AlwaysOnGate()
+    steer: SteerSpec
+    bundle: Optional[BundleSpec] = None
+    eval: EvalSpec = EvalSpec()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.steer.op != "clamp" and self.direction is None and self.bundle is None:
+            raise ValueError("set 'direction' (to extract one) or 'bundle' (to load one)")
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- loading
+class LoadedRecipe:
+    """A validated recipe plus where it came from (for resolving relative paths)."""
+
+    def __init__(self, recipe: Recipe, path: Optional[Path]):
+        self.recipe = recipe
+        self.path = path
+        self.base_dir = path.parent if path else Path.cwd()
+
+    def resolve(self, rel: str) -> Path:
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Problem]) -> None:
+    if "=" not in item:
+        problems.append(Problem(f"override '{item}' is not of the form key.path=value", "--set", None, None,
+                                None, "write e.g. --set steer.strength.lambda=-0.3", "SK110"))
+        return
+    key, _, raw = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        problems.append(Problem(f"override key '{key}' is empty or malformed", "--set", None, None, key or None,
+                                "write e.g. --set steer.strength.lambda=-0.3", "SK110"))
+        return
+    try:
+        value = parse_yaml(raw if raw.strip() else "null", "--set").data
+    except YamlProblems:
+        value = raw
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        if not isinstance(nxt, dict):
+            problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i + 1])}' is not a mapping",
+                                    "--set", None, None, key, None, "SK110"))
+            return
+        node = nxt
+    node[parts[-1]] = value
+    doc.positions.setdefault(tuple(parts), (None, None))
+
+
+def load_recipe(path: str | Path, overrides: Optional[dict[str, Any] | list[str]] = None) -> LoadedRecipe:
+    """Read, override (``a.b=c`` strings or a dict) and validate a recipe; raise RecipeError with all problems."""
+    path = Path(path)
+    try:
+        doc = read_yaml(path)
+    except YamlProblems as exc:
+        raise RecipeError(f"{path} is invalid", exc.problems) from None
+    return _validate(doc, path, overrides)
+
+
+def parse_recipe_text(text: str, name: str = "<recipe>", overrides=None) -> LoadedRecipe:
+    try:
+        doc = parse_yaml(text, name)
+    except YamlProblems as exc:
+        raise RecipeError(f"{name} is invalid", exc.problems) from None
+    return _validate(doc, None, overrides)
+
+
+def _validate(doc: LoadedYaml, path: Optional[Path], overrides) -> LoadedRecipe:
+    problems: list[Problem] = []
+    if overrides and isinstance(doc.data, dict):
+        items = overrides if isinstance(overrides, list) else [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+        for item in items:
+            _apply_override(doc.data, doc, item, problems)
+    if problems:
+        raise RecipeError("invalid --set override", problems)
+    recipe = validate_document(Recipe, doc, RecipeError, "recipe", "SK2")
+    return LoadedRecipe(recipe, path)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return dump_yaml(recipe.dump())

@@ -1,0 +1,127 @@
+"""Turn pydantic validation errors into located, fixable ``Problem`` records.
+
+Shared by recipes, adapters and baseline configs: every document is parsed by ``yamlio`` (which keeps
+positions) and validated by a pydantic model whose sections all forbid unknown keys. This module maps
+each pydantic error ``loc`` back to ``file:line:col`` and a dotted key path, and adds "did you mean"
+hints for unknown keys and bad choices.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import Problem, SteerkitError, choices_hint, did_you_mean
+from .yamlio import LoadedYaml
+
+
+class StrictModel(BaseModel):
+    """Base for every model read from disk: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    """All BaseModel classes reachable inside an annotation (Optional, Union, list, dict, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(_model_classes(arg))
+    return found
+
+
+def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names valid at the parent of ``loc`` (best effort; unions contribute all members)."""
+    candidates: list[type[BaseModel]] = [root]
+    for part in loc[:-1]:
+        nxt: list[type[BaseModel]] = []
+        for cls in candidates:
+            field = cls.model_fields.get(part) if isinstance(part, str) else None
+            if field is None and isinstance(part, str):
+                field = next((f for f in cls.model_fields.values() if f.alias == part), None)
+            if field is not None:
+                nxt.extend(_model_classes(field.annotation))
+        if nxt:
+            candidates = nxt
+        # list indices, dict keys and discriminator tags keep the current candidates
+    names: set[str] = set()
+    for cls in candidates:
+        for name, field in cls.model_fields.items():
+            names.add(field.alias or name)
+    return sorted(names)
+
+
+def _data_loc(loc: tuple, data: Any) -> tuple:
+    """Drop the parts of a pydantic loc that are not in the data (union tags, function names)."""
+    out: list = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif last and isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+            out.append(part)  # a missing field, named where it should be
+    return tuple(out)
+
+
+def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[BaseModel],
+                             code_prefix: str = "SK2") -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        raw_loc = tuple(err.get("loc", ()))
+        loc = _data_loc(raw_loc, doc.data)
+        key_path = ".".join(str(p) for p in loc) or None
+        line, col = doc.locate(loc)
+        etype = err.get("type", "")
+        hint = None
+        code = f"{code_prefix}00"
+        if etype == "extra_forbidden":
+            key = str(raw_loc[-1]) if raw_loc else "?"
+            allowed = allowed_keys(root, raw_loc)
+            message = f"unknown key '{key}'"
+            guess = did_you_mean(key, allowed)
+            hint = f"{guess + ' ' if guess else ''}allowed keys here: {', '.join(allowed)}"
+            code = f"{code_prefix}01"
+        elif etype == "missing":
+            message = "required key is missing"
+            hint = f"add '{raw_loc[-1]}'" if raw_loc else None
+            code = f"{code_prefix}02"
+        elif etype in ("literal_error", "enum", "union_tag_invalid"):
+            ctx = err.get("ctx", {}) or {}
+            expected = ctx.get("expected") or ctx.get("expected_tags") or ""
+            got = err.get("input")
+            choices = [c.strip().strip("'\"") for c in str(expected).replace(" or ", ",").split(",") if c.strip()]
+            message = f"unknown value {got!r}; expected one of: {', '.join(choices)}"
+            hint = choices_hint(str(got), choices) if choices else None
+            code = f"{code_prefix}03"
+        else:
+            got = err.get("input")
+            shown = repr(got)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            message = f"{err.get('msg', 'invalid value')} (got {shown})"
+            code = f"{code_prefix}04"
+        problems.append(Problem(message, doc.path, line, col, key_path, hint, code))
+    return problems
+
+
+def validate_document(model: type[BaseModel], doc: LoadedYaml, error_type: type[SteerkitError],
+                      what: str, code_prefix: str = "SK2") -> Any:
+    """Validate a parsed document, raising ``error_type`` with every problem at once."""
+    if not isinstance(doc.data, dict):
+        line, col = doc.locate(())
+        raise error_type(f"{doc.path or what} is invalid", [Problem(
+            f"expected a mapping at the top level, got {type(doc.data).__name__}", doc.path, line, col,
+            None, f"a {what} starts with 'schema_version: 1'", f"{code_prefix}00")])
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, doc, model, code_prefix)
+        raise error_type(f"{doc.path or what} is invalid", problems) from None
