@@ -105,15 +105,30 @@ def gate_stats(values: Iterable[float]) -> dict[str, Any]:
     return out
 
 
+def _aucs(values: Mapping[str, Sequence[float]]) -> dict[str, float | None]:
+    return {f"{p}_vs_{n}": auc(values[p], values[n])
+            for p in POSITIVE_SPLITS if p in values for n in NEGATIVE_SPLITS if n in values}
+
+
 def gate_diagnostics(result: EvalResult) -> dict[str, Any] | None:
-    """Per-split gate statistics and AUCs of forget-like vs retain-like splits (None: no gates)."""
+    """Per-split gate statistics and AUCs of forget-like vs retain-like splits (None: no gates).
+
+    Also split by modality: a gate fitted on image prompts can misfire on text-only ones (large or
+    negative values), which the pooled numbers hide.
+    """
     if not result.has_gate:
         return None
-    splits = _ordered({r.split for r in result.records if r.gate is not None}, SPLIT_ORDER)
+    gated = [r for r in result.records if r.gate is not None]
+    splits = _ordered({r.split for r in gated}, SPLIT_ORDER)
     values = {s: result.gate_values(s) for s in splits}
-    aucs = {f"{p}_vs_{n}": auc(values[p], values[n])
-            for p in POSITIVE_SPLITS if p in values for n in NEGATIVE_SPLITS if n in values}
-    return {"splits": {s: gate_stats(values[s]) for s in splits}, "auc": aucs}
+    by_mod: dict[str, dict[str, list[float]]] = {}
+    for r in gated:
+        by_mod.setdefault(r.modality, {}).setdefault(r.split, []).append(r.gate)
+    mods = _ordered(by_mod, MODALITY_ORDER)
+    return {"splits": {s: gate_stats(values[s]) for s in splits}, "auc": _aucs(values),
+            "by_modality": {m: {"splits": {s: gate_stats(by_mod[m][s])
+                                           for s in _ordered(by_mod[m], SPLIT_ORDER)},
+                                "auc": _aucs(by_mod[m])} for m in mods}}
 
 
 def _clean(obj: Any) -> Any:
@@ -215,6 +230,8 @@ def markdown_gate_table(results: Results) -> str:
                         ("mean", "q05", "q50", "q95")] + [fmt("accuracy", 100 * st["frac_negative"])])
     text = _table(header, rows, right_from=2)
     aucs = [f"- {name} AUC {pair.replace('_vs_', ' vs ')}: {fmt('auc', v)}"
+            + "".join(f", {m} {fmt('auc', md['auc'].get(pair))}"
+                      for m, md in d["by_modality"].items())
             for name, d in diags.items() for pair, v in d["auc"].items()]
     return text + ("\n\n" + "\n".join(aucs) if aucs else "")
 

@@ -1,0 +1,59 @@
+"""The intervention arithmetic, as pure functions of tensors (no nnsight, no hooks).
+
+Both the nnsight runtime and the plain-hook reference call these, so "what an op does" is defined once
+and property-tested on tensors: ``add`` h += lambda*c*r; ``ablate`` removes the component along r;
+``clamp`` sets the component along r to a value. c is the per-row gate, the mask selects positions.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def pool_scores(scores: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool per-token scores [B, T] over masked positions -> [B]. Rows with an empty mask give 0."""
+    m = mask.to(scores.dtype)
+    count = m.sum(dim=1)
+    if pool == "mean":
+        return (scores * m).sum(dim=1) / count.clamp(min=1)
+    if pool == "max":
+        neg = torch.finfo(scores.dtype).min
+        out = torch.where(mask, scores, torch.full_like(scores, neg)).max(dim=1).values
+        return torch.where(count > 0, out, torch.zeros_like(out))
+    # "last": the last selected position of each row
+    t = scores.shape[1]
+    idx = torch.where(mask, torch.arange(t, device=scores.device).expand_as(mask), torch.full_like(mask, -1,
+                      dtype=torch.long)).max(dim=1).values
+    out = scores.gather(1, idx.clamp(min=0)[:, None])[:, 0]
+    return torch.where(idx >= 0, out, torch.zeros_like(out))
+
+
+def linear_gate(h: torch.Tensor, mask: torch.Tensor, g: torch.Tensor, bias: float, pool: str,
+                clip: Optional[tuple[float, float]]) -> torch.Tensor:
+    """c = clip(pool_t(<h_t, g> + bias)) per row."""
+    scores = h @ g.to(h.dtype) + bias
+    c = pool_scores(scores, mask, pool)
+    return c.clamp(clip[0], clip[1]) if clip is not None else c
+
+
+def cosine_gate(h: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, threshold: float, pool: str) -> torch.Tensor:
+    cos = torch.nn.functional.cosine_similarity(h, r.to(h.dtype)[None, None, :], dim=-1)
+    return (pool_scores(cos, mask, pool) > threshold).to(h.dtype)
+
+
+def apply_op(h: torch.Tensor, op: str, r: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
+             strength: float, clamp_value: float = 0.0) -> torch.Tensor:
+    """Apply one write to h [B, T, D] at masked positions with per-row gate c [B]."""
+    r = r.to(h.dtype)
+    w = c.to(h.dtype)[:, None, None] * mask.to(h.dtype)[:, :, None]  # [B, T, 1]
+    if op == "add":
+        return h + strength * w * r
+    unit = r / r.norm().clamp(min=1e-12)
+    comp = (h @ unit)[..., None]  # [B, T, 1]
+    if op == "ablate":
+        return h - w * comp * unit
+    if op == "clamp":
+        return h + w * (clamp_value - comp) * unit
+    raise ValueError(f"unknown op {op!r}")

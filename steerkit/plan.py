@@ -1,0 +1,161 @@
+"""The intervention plan: the compiled, model-independent IR that the runtime executes.
+
+A Plan is plain frozen data (sites, operations, gates, strengths) plus a table of the vectors it
+uses. It prints, serialises to JSON and hashes deterministically, so the same recipe and bundle always
+give the same plan hash, and it holds no Python objects that only live in this process (it can be
+shipped to a remote nnsight backend).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Optional
+
+import torch
+
+SITE_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
+
+
+class TensorTable(Mapping[str, torch.Tensor]):
+    """Immutable name -> 1-D float tensor table, hashed and compared by content."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]):
+        self._t = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in sorted(tensors.items())}
+        h = hashlib.sha256()
+        for k, v in self._t.items():
+            h.update(k.encode())
+            h.update(str(tuple(v.shape)).encode())
+            h.update(v.numpy().tobytes())
+        self.sha256 = h.hexdigest()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._t[key]
+
+    def __iter__(self):
+        return iter(self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TensorTable) and other.sha256 == self.sha256
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors, sha256={self.sha256[:12]})"
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    """One hookable place: a standard site at a layer, resolved to a module path and side."""
+
+    site: str
+    layer: int
+    module: str
+    io: str  # "input" | "output"
+    output_index: Optional[int] = None
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.layer, SITE_ORDER[self.site])
+
+
+@dataclass(frozen=True)
+class GateOp:
+    """How a row's gate value c is computed.
+
+    rule: "always_on" (c = 1), "linear" (c = pool(<h_t, g> + bias)), "cosine" (c = 1[pool(cos(h_t, r)) > threshold]).
+    ``read`` is None when each write computes its gate from the activation it writes (published
+    method); otherwise one value per row is read at ``read`` and shared by every write.
+    """
+
+    rule: str
+    positions: str = "last_prompt_token"
+    pool: str = "last"
+    read: Optional[SiteRef] = None
+    vector: Optional[str] = None  # tensor key; per-write linear gates use "{site}.{layer}" substitution
+    bias: float = 0.0
+    clip: Optional[tuple[float, float]] = None
+    threshold: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class WriteOp:
+    at: SiteRef
+    op: str  # add | ablate | clamp
+    vector: str  # tensor key of r
+    strength: float  # lambda (add)
+    clamp_value: float
+    positions: tuple[str, ...]
+    gate_vector: Optional[str] = None  # per-write linear gate vector key
+    gate_bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    architecture: str
+    adapter: str
+    hidden_size: int
+    num_layers: int
+    phase: str  # prefill | all_steps
+    gate: GateOp
+    writes: tuple[WriteOp, ...]
+    tensors: TensorTable = field(compare=True)
+    image_token_config: Optional[str] = None  # config key of the image token id (multimodal adapters)
+    recipe_sha256: str = ""
+    bundle_sha256: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tensors"] = {"sha256": self.tensors.sha256,
+                        "names": {k: list(v.shape) for k, v in self.tensors.items()}}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def written_layers(self) -> list[int]:
+        return sorted({w.at.layer for w in self.writes})
+
+    def describe(self) -> str:
+        layers = self.written_layers
+        g = self.gate
+        gate = g.rule if g.rule == "always_on" else (
+            f"{g.rule} read at {'each written site' if g.read is None else f'{g.read.site}[{g.read.layer}]'}, "
+            f"positions={g.positions}, pool={g.pool}, clip={g.clip}")
+        lines = [
+            f"Plan {self.sha256()[:12]}  ({self.architecture} via adapter '{self.adapter}', "
+            f"hidden {self.hidden_size}, {self.num_layers} layers)",
+            f"  phase:     {self.phase}",
+            f"  gate:      {gate}",
+            f"  writes:    {len(self.writes)} ({self.writes[0].op if self.writes else '-'} at "
+            f"{self.writes[0].at.site if self.writes else '-'}, layers {_ranges(layers)})",
+        ]
+        if self.writes:
+            w = self.writes[0]
+            lines.append(f"  strength:  lambda={w.strength}  positions={','.join(w.positions)}")
+            lines.append(f"  module:    {w.at.module} ({w.at.io})")
+        lines.append(f"  tensors:   {len(self.tensors)} (sha256 {self.tensors.sha256[:12]})")
+        return "\n".join(lines)
+
+
+def _ranges(layers: list[int]) -> str:
+    if not layers:
+        return "-"
+    out, start, prev = [], layers[0], layers[0]
+    for x in layers[1:] + [None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if x is not None:
+            start = prev = x
+    return ",".join(out)

@@ -1,0 +1,185 @@
+"""Executes a Plan inside nnsight traces: the only module that imports nnsight.
+
+The traced code touches only tensors that are either in the plan (vectors, floats) or computed from the
+model's own activations, so the same plan can run on a model sharded with ``device_map`` (vectors are
+moved to each activation's device) or be shipped to a remote nnsight backend. ``steer(model, plan)``
+never edits the model: on exit the model is exactly the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional, Sequence
+
+import nnsight
+import torch
+from nnsight import NNsight
+
+from .errors import Problem, SteeringRuntimeError
+from .ops import apply_op, cosine_gate, linear_gate
+from .plan import Plan, SiteRef
+from .positions import decode_masks, prompt_masks, union
+
+
+def wrap(model: torch.nn.Module) -> NNsight:
+    return model if isinstance(model, NNsight) else NNsight(model)
+
+
+def resolve(envoy: Any, path: str) -> Any:
+    for part in path.split("."):
+        envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+    return envoy
+
+
+def _read(envoy: Any, ref: SiteRef) -> torch.Tensor:
+    value = envoy.input if ref.io == "input" else envoy.output
+    return value[ref.output_index] if ref.output_index is not None else value
+
+
+def _write(envoy: Any, ref: SiteRef, value: torch.Tensor) -> None:
+    if ref.io == "input":
+        envoy.input = value
+    elif ref.output_index is not None:
+        out = envoy.output
+        envoy.output = (*out[:ref.output_index], value, *out[ref.output_index + 1:])
+    else:
+        envoy.output = value
+
+
+def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
+    if not plan.image_token_config:
+        return None
+    node: Any = getattr(model, "config", None)
+    for part in plan.image_token_config.split("."):
+        node = getattr(node, part, None)
+    return int(node) if node is not None else None
+
+
+class Steerer:
+    """A model plus a plan: steered forward passes and generation, and activation reads."""
+
+    def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None):
+        missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
+        if plan.gate.vector and plan.gate.vector not in plan.tensors:
+            missing.append(plan.gate.vector)
+        if missing:
+            raise SteeringRuntimeError("the plan has no vectors to run (dry-run plan?)", [Problem(
+                f"missing tensors: {', '.join(sorted(set(missing))[:5])}", None, None, None, "bundle",
+                "compile with a bundle: steerkit extract RECIPE, then apply", "SK501")])
+        self.model = model
+        self.nn = wrap(model)
+        self.plan = plan
+        self.image_token_id = image_token_id if image_token_id is not None else image_token_id_of(model, plan)
+        self._cache: dict[tuple[str, Any], torch.Tensor] = {}
+
+    # -- vectors, moved once per (name, device, dtype)
+    def _vec(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = self.plan.tensors[name].to(device=like.device, dtype=like.dtype)
+        return self._cache[key]
+
+    def _gate(self, h: torch.Tensor, masks: dict, vector: Optional[str], bias: float,
+              direction: Optional[str]) -> torch.Tensor:
+        g = self.plan.gate
+        mask = masks[g.positions].to(h.device)
+        if g.rule == "always_on":
+            return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
+        if g.rule == "cosine":
+            return cosine_gate(h, mask, self._vec(direction, h), g.threshold, g.pool)
+        return linear_gate(h, mask, self._vec(vector, h), bias, g.pool, g.clip)
+
+    def _apply_writes(self, masks: dict, gates: dict) -> None:
+        """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps:
+        the gate reads the prompt once, at prefill, and every later step reuses it."""
+        plan = self.plan
+        shared = plan.gate.read
+        if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
+            hs = _read(resolve(self.nn, shared.module), shared)  # compile put it before the first write
+            gates["shared"] = self._gate(hs, masks, plan.gate.vector, plan.gate.bias, None)
+        for w in plan.writes:
+            envoy = resolve(self.nn, w.at.module)
+            h = _read(envoy, w.at)
+            if shared is not None:
+                key: Any = "shared"
+                if key not in gates:  # the shared gate reads this very site, before it is written
+                    gates[key] = self._gate(h, masks, plan.gate.vector, plan.gate.bias, None)
+            else:
+                key = w.at.layer
+                if key not in gates:
+                    gates[key] = self._gate(h, masks, w.gate_vector, w.gate_bias, w.vector)
+            mask = union(masks, w.positions).to(h.device)
+            _write(envoy, w.at, apply_op(h, w.op, self._vec(w.vector, h), gates[key], mask, w.strength,
+                                         w.clamp_value))
+
+    def _masks(self, inputs: dict) -> dict:
+        return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
+
+    def forward(self, inputs: dict, *, return_gates: bool = False):
+        """Steered forward pass; returns logits (and per-row gate values when asked)."""
+        masks = self._masks(inputs)
+        gates: dict = {}
+        with torch.no_grad(), self.nn.trace(**inputs):
+            self._apply_writes(masks, gates)
+            logits = nnsight.save(self.nn.output.logits)
+        if return_gates:
+            return logits, {k: v.detach() for k, v in gates.items()}
+        return logits
+
+    def generate(self, inputs: dict, max_new_tokens: int, **gen_kwargs) -> torch.Tensor:
+        """Greedy (by default) steered generation; returns the full sequences [B, T + new]."""
+        masks = self._masks(inputs)
+        gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
+        gates: dict = {}
+        batch = inputs["input_ids"].shape[0]
+        with torch.no_grad(), self.nn.trace(**inputs, fn="generate", **gk) as tracer:
+            if self.plan.phase == "prefill":
+                self._apply_writes(masks, gates)
+            else:
+                for step in tracer.iter[:max_new_tokens]:
+                    self._apply_writes(masks if step == 0 else decode_masks(batch), gates)
+            out = nnsight.save(tracer.result)
+        return out
+
+    def gate_values(self, inputs: dict) -> dict:
+        """Per-row gate values of one steered forward pass, keyed by layer (or 'shared')."""
+        return self.forward(inputs, return_gates=True)[1]
+
+
+@contextlib.contextmanager
+def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None) -> Iterator[Steerer]:
+    """Context manager yielding a Steerer; the model itself is never modified."""
+    steerer = Steerer(model, plan, image_token_id)
+    try:
+        yield steerer
+    finally:
+        steerer._cache.clear()
+
+
+def read_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef],
+               weights: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Weighted position pooling of clean activations at many sites in one pass.
+
+    ``weights`` [B, T] (rows sum to 1): a one-hot at the last prompt token gives h at that token; a
+    uniform weight over image tokens gives their mean. Returns {layer: [B, D] float32}.
+    """
+    nn_model = wrap(model)
+    out: dict[int, Any] = {}
+    refs = sorted(refs, key=lambda r: r.order)
+    with torch.no_grad(), nn_model.trace(**inputs):
+        for ref in refs:
+            h = _read(resolve(nn_model, ref.module), ref)
+            w = weights.to(device=h.device, dtype=h.dtype)
+            out[ref.layer] = nnsight.save(torch.einsum("bt,btd->bd", w, h).float())
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def check_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, tuple]:
+    """Read every site once and report its shape: the live part of an adapter check."""
+    nn_model = wrap(model)
+    shapes: dict[str, Any] = {}
+    with torch.no_grad(), nn_model.trace(**inputs):
+        for ref in sorted(refs, key=lambda r: r.order):
+            h = _read(resolve(nn_model, ref.module), ref)
+            shapes[f"{ref.site}[{ref.layer}]"] = nnsight.save(torch.tensor(list(h.shape)))
+    return {k: tuple(int(x) for x in v.tolist()) for k, v in shapes.items()}
