@@ -269,28 +269,29 @@ def calibrate_threshold(fit: GateFit, H_retain: Tensor, *, retain_closed: float 
     if not 0 < retain_closed <= 1:
         raise _bad_param("retain_closed", f"retain_closed must be in (0, 1]; got {retain_closed}", "try 0.95")
     lo, hi = fit.clip or (0.0, 1.0)
-    sr = gate_values(H_retain, fit.g, bias=fit.bias)
+    sr = gate_values(H_retain, fit.g).cpu()  # unbiased scores <h, g>
     if sr.numel() == 0:
         raise DataError("calibration needs held-out retain activations; got none")
     m = max(1, math.ceil(retain_closed * sr.numel() - 1e-9))
-    thr = float(torch.kthvalue(sr.cpu(), m).values)
-    g, b, stats = fit.g.to(torch.float64), fit.bias, {"retain_closed": retain_closed, "retain_threshold": thr}
-    if H_forget is None:
-        b = b + lo - thr
-    else:
+    thr = float(torch.kthvalue(sr, m).values)
+    g, stats = fit.g, {"retain_closed": retain_closed, "retain_threshold": thr + fit.bias}
+    if H_forget is not None:
         if not 0 < forget_open <= 1:
             raise _bad_param("forget_open", f"forget_open must be in (0, 1]; got {forget_open}", "try 0.5")
-        sf = gate_values(H_forget, fit.g, bias=fit.bias).cpu()
+        sf = gate_values(H_forget, fit.g).cpu()
         n_open = max(1, math.ceil(forget_open * sf.numel() - 1e-9))
         thr_f = float(torch.kthvalue(sf, sf.numel() - n_open + 1).values)
         if thr_f <= thr:
             raise DataError("gate cannot separate held-out forget from retain at these fractions", [Problem(
-                f"forget score quantile {thr_f:.4g} <= retain score quantile {thr:.4g}",
-                hint="lower retain_closed or forget_open, or use a more separable rule (ridge)")])
-        a = (hi - lo) / (thr_f - thr)
-        g, b = g * a, a * (b - thr) + lo
-        stats.update(forget_open=forget_open, forget_threshold=thr_f)
-    return replace(fit, g=g.to(torch.float32), bias=float(b), clip=(lo, hi), stats={**fit.stats, **stats})
+                f"forget score quantile {thr_f + fit.bias:.4g} <= retain score quantile {thr + fit.bias:.4g}",
+                hint="lower retain_closed or forget_open, or use a more separable rule (ridge_linear)")])
+        g = (fit.g.to(torch.float64) * ((hi - lo) / (thr_f - thr))).to(torch.float32)
+        stats.update(forget_open=forget_open, forget_threshold=thr_f + fit.bias)
+        thr = float(torch.kthvalue(gate_values(H_retain, g).cpu(), m).values)  # with the rounded g
+    b = lo - thr
+    while thr + b > lo:  # float64 rounding must not leave the threshold row a hair open
+        b = math.nextafter(b, -math.inf)
+    return replace(fit, g=g, bias=b, clip=(lo, hi), stats={**fit.stats, **stats})
 
 
 GateRule = Callable[..., GateFit]

@@ -39,12 +39,12 @@ class PGDInfo:
 
 
 def _check_args(images01: Tensor, epsilon: float, step: float, steps: int) -> None:
-    problems = []
     if not (isinstance(images01, Tensor) and images01.is_floating_point() and images01.dim() >= 2):
-        problems.append(Problem("images must be a floating tensor [B, C, H, W] with values in [0, 1]"))
-    elif images01.numel() and not bool(((images01 >= 0) & (images01 <= 1)).all()):
-        problems.append(Problem("images must lie in [0, 1] (pixel space, before normalisation)",
-                                hint="divide uint8 images by 255; denormalize pixel_values first"))
+        raise DataError("PGD needs a floating image tensor [B, C, H, W] with values in [0, 1]")
+    if images01.numel() and not bool(((images01 >= 0) & (images01 <= 1)).all()):
+        raise DataError("PGD images must lie in [0, 1] (pixel space, before normalisation)", [Problem(
+            "found values outside [0, 1]", hint="divide uint8 images by 255; denormalize pixel_values first")])
+    problems = []
     if not (math.isfinite(epsilon) and 0 <= epsilon <= 1):
         problems.append(Problem(f"epsilon must be in [0, 1]; got {epsilon}", key_path="epsilon"))
     if not (math.isfinite(step) and step > 0):
@@ -112,7 +112,7 @@ def pgd_linf(images01: Tensor, loss_fn: LossFn, *, epsilon: float, step: float, 
                     loss = _loss(loss_fn, xg)
                     (grad,) = torch.autograd.grad(loss.sum(), xg)
                 if not bool(torch.isfinite(grad).all()):
-                    raise SteeringRuntimeError("PGD gradient is NaN or inf at step {t}")
+                    raise SteeringRuntimeError(f"PGD gradient is NaN or inf at step {t}")
             else:
                 with torch.no_grad():
                     loss = _loss(loss_fn, x)

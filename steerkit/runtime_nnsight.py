@@ -9,6 +9,7 @@ never edits the model: on exit the model is exactly the original.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Iterator, Optional, Sequence
 
 import nnsight
@@ -132,13 +133,20 @@ class Steerer:
         gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
         gates: dict = {}
         batch = inputs["input_ids"].shape[0]
-        with torch.no_grad(), self.nn.trace(**inputs, fn="generate", **gk) as tracer:
-            if self.plan.phase == "prefill":
+        if self.plan.phase == "prefill":  # no loop: interventions apply to the first (prefill) forward only
+            with torch.no_grad(), self.nn.trace(**inputs, fn="generate", **gk) as tracer:
                 self._apply_writes(masks, gates)
-            else:
-                for step in tracer.iter[:max_new_tokens]:
+                out = nnsight.save(tracer.result)
+            return out
+        # Every decode step: an open loop (EOS may end generation early), so the result is read in its
+        # own invoke; statements after an open loop in the same invoke would never run.
+        with warnings.catch_warnings(), torch.no_grad(), self.nn.trace(fn="generate") as tracer:
+            warnings.filterwarnings("ignore", message=".*was never reached.*")  # the expected end of an open loop
+            with tracer.invoke(**inputs, **gk):
+                for step in tracer.all():
                     self._apply_writes(masks if step == 0 else decode_masks(batch), gates)
-            out = nnsight.save(tracer.result)
+            with tracer.invoke():
+                out = nnsight.save(tracer.result)
         return out
 
     def gate_values(self, inputs: dict) -> dict:

@@ -181,7 +181,7 @@ def evaluate(
     _check_tasks(items, budgets)
     batches = group_batches(items, batch_size)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain console bar: always stderr, never a notebook widget
 
     records: list[ItemRecord | None] = [None] * len(items)
     start = time.perf_counter()

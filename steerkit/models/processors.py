@@ -13,7 +13,6 @@ processor when ``AutoProcessor.from_pretrained`` fails for lack of torchvision.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -106,16 +105,6 @@ def save_processor(processor: Any, out_dir: str | os.PathLike) -> Path:
         processor.save_pretrained(out)
     except (AttributeError, TypeError, ValueError, NotImplementedError):
         _save_parts(processor, out)
-    # Image processors may carry attributes their own to_dict omits (PaliGemma's image_seq_length is
-    # set by hand): keep them in preprocessor_config.json so the rebuilt processor matches.
-    image_processor = getattr(processor, "image_processor", None)
-    seq = getattr(image_processor, "image_seq_length", None)
-    cfg = out / "preprocessor_config.json"
-    if seq is not None and cfg.is_file():
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-        if "image_seq_length" not in data:
-            data["image_seq_length"] = seq
-            cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
 

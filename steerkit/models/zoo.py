@@ -110,10 +110,10 @@ def make_tokenizer(specials: tuple[str, ...] = (), named: dict[str, str] | None 
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer.from_str(_trained_bpe(tuple(specials), add_bos, vocab_size))
+    # Left padding: decoder-only batches generate correctly only when left-padded (saved with the tokenizer).
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token=eos, pad_token="<pad>",
-                                  unk_token="<unk>", extra_special_tokens=dict(named or {}))
+                                  unk_token="<unk>", extra_special_tokens=dict(named or {}), padding_side="left")
     tok.chat_template = template
-    tok.padding_side = "left"  # decoder-only batches generate correctly only when left-padded
     return tok
 
 

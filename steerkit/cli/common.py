@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: error rendering, exit codes, the --set option.
+
+Results go to stdout, progress and diagnostics to stderr. A SteerkitError is printed as its rendered
+problem list with exit code 2 (invalid input) or 1 (runtime failure); a traceback only with
+``--debug`` or STEERKIT_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+
+import click
+
+from ..errors import SteerkitError
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    flag = bool(root and root.obj and root.obj.get("debug"))
+    return flag or os.environ.get("STEERKIT_DEBUG", "") not in ("", "0")
+
+
+def guarded(fn):
+    """Wrap a command body: SteerkitError -> rendered message + exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SteerkitError as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            click.echo(exc.render(), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; no partial output was written", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe value, validated like the file (e.g. --set steer.strength.lambda=-0.3).")

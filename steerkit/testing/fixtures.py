@@ -1,0 +1,45 @@
+"""Plan and model builders shared by the test suite and the benchmarks."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=None)
+def tiny(name: str, std: float = 0.1):
+    from steerkit.models.zoo import build_tiny
+
+    return build_tiny(name, seed=0, std=std)
+
+
+def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: int = 0, gate_scale: float = 0.3,
+              biases: dict | None = None):
+    """Compile a recipe against random vectors of the right shape (a stand-in for an extracted bundle)."""
+    from steerkit.adapter import get_adapter
+    from steerkit.compile import compile_recipe
+    from steerkit.plan import TensorTable
+    from steerkit.recipe import parse_recipe_text
+
+    recipe = parse_recipe_text(recipe_yaml).recipe
+    plan = compile_recipe(recipe, get_adapter(adapter_name), None, dims=dims)
+    gen = torch.Generator().manual_seed(seed)
+    names = {w.vector for w in plan.writes} | {w.gate_vector for w in plan.writes if w.gate_vector}
+    if plan.gate.vector:
+        names.add(plan.gate.vector)
+    tensors = {n: torch.randn(dims[0], generator=gen) * (gate_scale if n.startswith("gate") else 1.0)
+               for n in names}
+    plan = dataclasses.replace(plan, tensors=TensorTable(tensors))
+    if biases:
+        plan = dataclasses.replace(plan, writes=tuple(dataclasses.replace(w, gate_bias=biases.get(w.at.layer, 0.0))
+                                                      for w in plan.writes))
+    return plan
+
+
+RECIPE_HEAD = """
+name: t
+model: {id: tiny}
+bundle: {path: unused.safetensors}
+"""
