@@ -48,18 +48,15 @@ class GateFit:
         return {"rule": self.rule, **self.params, "bias": self.bias, "clip": clip, **self.stats}
 
 
-def _check_clip(clip: Any) -> tuple[float, float] | None:
-    if clip is None:
-        return None
-    lo, hi = (float(v) for v in clip)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise RecipeError("invalid gate clip", [Problem(f"clip must be [lo, hi] with lo < hi; got {clip}",
-                                                       key_path="gate.clip", hint="use [0.0, 1.0]")])
-    return (lo, hi)
-
-
 def _bad_param(key: str, message: str, hint: str) -> RecipeError:
     return RecipeError("invalid gate parameter", [Problem(message, key_path=f"gate.{key}", hint=hint)])
+
+
+def _check_clip(clip: Any) -> tuple[float, float] | None:
+    lohi = None if clip is None else tuple(float(v) for v in clip)
+    if lohi is not None and not (len(lohi) == 2 and all(map(math.isfinite, lohi)) and lohi[0] < lohi[1]):
+        raise _bad_param("clip", f"clip must be [lo, hi] with lo < hi; got {clip}", "use [0.0, 1.0]")
+    return lohi  # type: ignore[return-value]
 
 
 def gate_values(H: Tensor, g: Tensor, *, bias: float = 0.0, clip: Any = None) -> Tensor:
@@ -76,18 +73,15 @@ def gate_auc(pos: Tensor, neg: Tensor) -> float:
     n = torch.as_tensor(neg).detach().reshape(-1).to(torch.float64).cpu()
     if p.numel() == 0 or n.numel() == 0:
         raise DataError("AUC needs at least one positive and one negative score")
-    if not (torch.isfinite(p).all() and torch.isfinite(n).all()):
+    if not bool(torch.isfinite(torch.cat([p, n])).all()):
         raise DataError("AUC scores contain NaN or inf")
-    x = torch.cat([p, n])
-    sorted_x, order = torch.sort(x)
+    sorted_x, order = torch.sort(x := torch.cat([p, n]))
     _, inverse, counts = torch.unique_consecutive(sorted_x, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).to(torch.float64)
     mid = ends - (counts.to(torch.float64) - 1) / 2  # 1-based mid-rank of each tie group
-    ranks = torch.empty_like(x)
-    ranks[order] = mid[inverse]
-    n_p, n_n = p.numel(), n.numel()
-    u = ranks[:n_p].sum().item() - n_p * (n_p + 1) / 2
-    return u / (n_p * n_n)
+    ranks = torch.empty_like(x).index_put_((order,), mid[inverse])
+    n_p = p.numel()
+    return (ranks[:n_p].sum().item() - n_p * (n_p + 1) / 2) / (n_p * n.numel())
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +100,7 @@ class NullspaceProjector:
         return d - m if self.complement else m
 
     def apply(self, X: Tensor) -> Tensor:
-        """Rows of X [N, d] projected: X P (= (P X^T)^T since P is symmetric)."""
+        """Rows of X [N, d] projected: X P (= (P X^T)^T since P is symmetric); O(N d m)."""
         proj = (X @ self.vectors) @ self.vectors.T
         return X - proj if self.complement else proj
 
@@ -114,10 +108,9 @@ class NullspaceProjector:
 def retain_spectrum(H_retain: Tensor, method: str = "auto", null_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
     """Eigenpairs of H_r^T H_r with eigenvalue > null_tol * largest, ascending: (V [d, r], lam [r]).
 
-    ``svd`` takes the thin SVD of H_r (O(N_r^2 d), no d x d matrix); ``eigh`` eigendecomposes the
-    d x d second moment (O(d^3)); ``auto`` picks svd when N_r < d. Eigenvalues under the relative
-    tolerance count as exactly zero, so both paths see the same null space (eigh reports zeros as
-    ~1e-13 noise of arbitrary sign).
+    ``svd``: thin SVD of H_r, O(N_r^2 d), no d x d matrix; ``eigh``: the d x d second moment, O(d^3);
+    ``auto``: svd when N_r < d. Eigenvalues under the relative tolerance count as exactly zero, so both
+    paths see the same null space (eigh reports zeros as ~1e-13 noise of either sign).
     """
     R = as_rows64("H_retain", H_retain)
     if method == "auto":
@@ -129,8 +122,7 @@ def retain_spectrum(H_retain: Tensor, method: str = "auto", null_tol: float = 1e
         lam, V = torch.linalg.eigh(R.T @ R)
     else:
         raise _bad_param("method", f"unknown spectrum method {method!r}", choices_hint(method, ["auto", "svd", "eigh"]))
-    top = lam.max() if lam.numel() else lam.new_zeros(())
-    keep = (lam > null_tol * top) & (lam > 0)
+    keep = (lam > null_tol * lam.max()) & (lam > 0) if lam.numel() else lam > 0
     return V[:, keep], lam[keep]
 
 
@@ -138,12 +130,11 @@ def nullspace_projector(H_forget: Tensor, H_retain: Tensor, k: int, *, method: s
                         null_tol: float = 1e-10) -> tuple[NullspaceProjector, dict[str, Any]]:
     """Projector onto the k eigen-directions of H_r^T H_r with the smallest eigenvalues.
 
-    When k exceeds the exact null space (dimension d - r), P = I - V_top V_top^T with V_top the d - k
-    largest eigenvectors: unique. When k < d - r the k smallest are a tie inside the zero eigenspace,
-    and any choice is valid; we break it deterministically by forget energy: the k null directions that
-    carry the most of H_f (top right singular vectors of H_f projected onto the null space). Null
-    directions orthogonal to every forget row cannot change g (g lies in P H_f^T), so they are
-    dropped; ``effective_rank`` in the stats records the projector's true rank.
+    If k >= d - r (r = retain rank), P = I - V_top V_top^T with V_top the d - k largest: unique. If
+    k < d - r, the k smallest tie inside the zero eigenspace and any choice is valid; we break the tie
+    deterministically by forget energy (top right singular vectors of H_f projected onto the null
+    space). Null directions orthogonal to every forget row cannot change g (g lies in P H_f^T), so
+    they are dropped; ``effective_rank`` in the stats is the stored projector's rank.
     """
     F = as_rows64("H_forget", H_forget)
     V, lam = retain_spectrum(as_rows64("H_retain", H_retain, F.shape[1]), method, null_tol)
@@ -176,19 +167,17 @@ def fit_nullspace_gate(H_forget: Tensor, H_retain: Tensor, rho: float = 0.3, gam
             gates that steer text-only prompts toward compliance (toyworld).
         method, null_tol: see ``retain_spectrum``.
 
-    Computed in dual form g = X^T (X X^T + gamma I)^+ t (same vector; O(N_f^2 d), no d x d matrix
-    on the svd path).
+    Computed as the equal dual form g = X^T (X X^T + gamma I)^+ t: O(N_f^2 d), no d x d on the svd path.
     """
     F = as_rows64("H_forget", H_forget)
     R = as_rows64("H_retain", H_retain, F.shape[1])
     d = F.shape[1]
-    if not 0 < rho <= 1:
-        raise _bad_param("rho", f"rho must be in (0, 1]; got {rho}", "the authors use 0.3-0.4")
+    k = math.floor(rho * d) if 0 < rho <= 1 else -1
+    if k < 1:
+        raise _bad_param("rho", f"rho must be in (0, 1] with rho * hidden >= 1; got {rho} (hidden {d})",
+                         "the authors use 0.3-0.4")
     if not gamma >= 0:
         raise _bad_param("gamma", f"gamma must be >= 0; got {gamma}", "the authors use 0.1-1.0")
-    k = math.floor(rho * d)
-    if k == 0:
-        raise _bad_param("rho", f"rho * hidden = {rho} * {d} < 1 keeps no direction", "raise rho")
     P, stats = nullspace_projector(F, R, k, method=method, null_tol=null_tol)
     X = P.apply(F)
     K = X @ X.T
@@ -199,8 +188,7 @@ def fit_nullspace_gate(H_forget: Tensor, H_retain: Tensor, rho: float = 0.3, gam
         w = torch.linalg.pinv(K, hermitian=True) @ t
     g = X.T @ w
     if P.rank == 0 or not bool(g.any()):
-        warnings.warn("null-space gate is identically zero: forget rows lie in the retain span",
-                      stacklevel=2)
+        warnings.warn("null-space gate is identically zero: forget rows lie in the retain span", stacklevel=2)
     params = {"rho": rho, "gamma": gamma, "target": target, "method": method}
     return _finish("nullspace_linear", g, 0.0, clip, F, R, params, stats)
 
@@ -209,23 +197,13 @@ def _finish(rule: str, g: Tensor, b: float, clip: Any, F: Tensor, R: Tensor,
             params: dict[str, Any], stats: dict[str, Any]) -> GateFit:
     """Package a float64 fit as float32 and record in-sample diagnostics (unclipped scores)."""
     sf, sr = F @ g + b, R @ g + b
-    stats = {**stats, "fit_auc": gate_auc(sf, sr), "forget_mean": sf.mean().item(),
-             "retain_mean": sr.mean().item()}
+    stats = {**stats, "fit_auc": gate_auc(sf, sr), "forget_mean": sf.mean().item(), "retain_mean": sr.mean().item()}
     return GateFit(rule, g.to(torch.float32).cpu(), float(b), _check_clip(clip), params, stats)
-
-
-def _balanced(F: Tensor, R: Tensor, balance: bool) -> tuple[Tensor, Tensor, Tensor]:
-    X = torch.cat([F, R])
-    y = torch.cat([F.new_ones(F.shape[0]), R.new_zeros(R.shape[0])])
-    nf, nr = F.shape[0], R.shape[0]
-    w = torch.cat([F.new_full((nf,), 0.5 / nf), R.new_full((nr,), 0.5 / nr)]) if balance \
-        else X.new_full((nf + nr,), 1.0 / (nf + nr))
-    return X, y, w
 
 
 def fit_ridge_gate(H_forget: Tensor, H_retain: Tensor, *, gamma: float = 1.0, balance: bool = True,
                    clip: Any = (0.0, 1.0)) -> GateFit:
-    """Ridge probe with a bias: minimise sum_i w_i (<h_i, g> + b - y_i)^2 + lam ||g||^2, y = 1 forget, 0 retain.
+    """Ridge probe with bias: minimise sum_i w_i (<h_i, g> + b - y_i)^2 + lam |g|^2; y: 1 forget, 0 retain.
 
     Args:
         gamma: ridge strength relative to the mean eigenvalue of the weighted centred covariance
@@ -241,9 +219,11 @@ def fit_ridge_gate(H_forget: Tensor, H_retain: Tensor, *, gamma: float = 1.0, ba
     R = as_rows64("H_retain", H_retain, F.shape[1])
     if not gamma > 0:
         raise _bad_param("gamma", f"gamma must be > 0; got {gamma}", "try 1.0")
-    X, y, w = _balanced(F, R, balance)
-    mu, ybar = w @ X, w @ y
-    sw = w.sqrt()
+    nf, nr = F.shape[0], R.shape[0]
+    X, y = torch.cat([F, R]), torch.cat([F.new_ones(nf), R.new_zeros(nr)])
+    w = torch.cat([F.new_full((nf,), 0.5 / nf), R.new_full((nr,), 0.5 / nr)]) if balance \
+        else X.new_full((nf + nr,), 1.0 / (nf + nr))
+    mu, ybar, sw = w @ X, w @ y, w.sqrt()
     Z, z = (X - mu) * sw[:, None], (y - ybar) * sw
     lam = gamma * float((Z * Z).sum()) / X.shape[1]
     if lam == 0:
@@ -314,6 +294,6 @@ def fit_gates(rule: str | GateRule, forget: Mapping[int, Tensor], retain: Mappin
     """Fit one rule per layer: {layer: H_f}, {layer: H_r} -> {layer: GateFit}; layer sets must match."""
     fn = get_gate_rule(rule) if isinstance(rule, str) else rule
     if set(forget) != set(retain):
-        raise DataError("forget and retain activations cover different layers", [Problem(
-            f"forget layers {sorted(forget)} vs retain layers {sorted(retain)}")])
+        raise DataError("forget and retain activations cover different layers",
+                        [Problem(f"forget layers {sorted(forget)} vs retain layers {sorted(retain)}")])
     return {layer: fn(forget[layer], retain[layer], **params) for layer in sorted(forget)}

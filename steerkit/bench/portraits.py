@@ -88,7 +88,7 @@ def draw_portrait(code: Code) -> Image.Image:
 
 
 def draw_pictogram(obj: str, harmful: bool, rng: np.random.Generator) -> Image.Image:
-    """Render one drawing of a refusal object, jittered in position (a fresh drawing per call)."""
+    """Render one drawing of a refusal object: position, colour and noise jittered per call."""
     back = (200, 40, 40) if harmful else (60, 165, 95)
     img = Image.new("RGB", (SIZE, SIZE), back)
     d = ImageDraw.Draw(img)
@@ -101,7 +101,9 @@ def draw_pictogram(obj: str, harmful: bool, rng: np.random.Generator) -> Image.I
         d.rectangle((0, 0, SIZE - 1, SIZE - 1), outline=(250, 250, 250), width=2)
     ox, oy = (int(v) for v in rng.integers(-2, 3, size=2))
     _PICTOGRAMS[obj](d, lambda pts: [(x + ox, y + oy) for x, y in pts])
-    return img
+    # Mild colour jitter and noise make every drawing unique (eval drawings are never training
+    # drawings) without blurring the colour code a PGD attack has to overcome.
+    return transform(img, rng, shift=0, color=0.05, noise=3.0)
 
 
 def _bomb(d: ImageDraw.ImageDraw, s) -> None:

@@ -10,7 +10,7 @@ into place, so a reader never sees a half-written world.
 Layout (MLLMU names first, then steerkit extras)::
 
     Full_Set/ forget_{5,10,15}/ retain_{95,90,85}/ Test_Set/ (2 shards) Retain_Set/ ft_Data/
-    Val_Set/ ft_Extra/ Refusal_Set/ contrast/*.jsonl contrast/images/*.png world.json
+    Val_Set/ ft_Extra/ Refusal_Set/ contrast/*.jsonl contrast/images/*.png world.json README.md
 
 Forget splits are independent draws per ratio, as in the released data (``nested=True`` makes them
 nested). ``Retain_Set`` holds "celebrities" (IDs ``C001``...) standing in for real people: the model
@@ -32,6 +32,7 @@ import numpy as np
 from steerkit.bench import extras, parquet_io as pio
 from steerkit.bench import templates as T
 from steerkit.bench.portraits import draw_portrait, png_bytes, transform
+from steerkit.bench.readme import world_readme
 from steerkit.bench.profiles import (
     Profile,
     metadata_json,
@@ -211,4 +212,5 @@ def _build(root: Path, seed: int, n: int, n_celeb: int, ratios: tuple[int, ...],
                 **{k: v for k, v in info.items() if k != "forget_ids"},
                 "forget_ids": {str(r): list(v) for r, v in forget.items()}}  # fmt: skip
     (root / "world.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (root / "README.md").write_text(world_readme(manifest), encoding="utf-8")
     return info

@@ -23,7 +23,7 @@ def command(recipe: str, bundle: str | None, fmt: str, overrides: tuple[str, ...
     """
     from ..pipeline import dry_plan
 
-    plan, warnings = dry_plan(recipe, list(overrides), bundle_path=bundle)
+    plan, warnings = dry_plan(recipe, list(overrides), bundle_path_=bundle)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(plan.to_json() if fmt == "json" else plan.describe())

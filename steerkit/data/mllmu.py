@@ -248,9 +248,16 @@ def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
     is ``"Pure_Text"`` (steerkit extension) are text-only. For the released benchmark, which has
     no ``ft_Extra``, pass ``configs=("ft_Data",)``.
     """
+    folders = _train_folders(root_or_dirs, configs)
+    missing = [Problem(f"no folder {name!r}", path=str(root / name), code="SK601",
+                       hint="the released MLLMU-Bench has no ft_Extra (a steerkit extra): pass "
+                       "configs=('ft_Data',)" if name == "ft_Extra" else None)
+               for root, name in folders if not (root / name).is_dir()]  # fmt: skip
+    if missing:
+        raise DataError("training config not found", missing)
     pairs: list[TrainPair] = []
     problems = ProblemCollector()
-    for root, name in _train_folders(root_or_dirs, configs):
+    for root, name in folders:
         for r, row in enumerate(read_config(root, name)):
             where = f"{root / name} (ID {row.get('ID')}, row {r})"
             try:

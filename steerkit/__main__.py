@@ -1,0 +1,3 @@
+from steerkit.cli.main import main
+
+main()

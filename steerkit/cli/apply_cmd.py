@@ -1,0 +1,117 @@
+"""steerkit apply: run a recipe's steering on prompts (extracting the bundle first when missing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .common import guarded, set_option
+
+
+def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command("apply")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Bundle to use (default: the recipe's).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="jsonl: {prompt, image?} per line.")
+@click.option("--prompt", help="A single prompt (instead of --input).")
+@click.option("--image", type=click.Path(dir_okay=False), help="Image for --prompt.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per input here (atomic).")
+@click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
+@click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
+@set_option
+@guarded
+def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, overrides):
+    """Steer a model with RECIPE on prompts and print or write the answers.
+
+    \b
+    Examples:
+      steerkit apply recipes/unlearning/mllmeraser_embedded_llava.yaml --prompt "Who is this?" --image face.png
+      steerkit apply my.yaml --input prompts.jsonl --out answers.jsonl --compare
+    """
+    from tqdm import tqdm
+
+    from ..apply_inputs import ApplyRow, open_image, read_apply_jsonl
+    from ..errors import DataError, Problem
+    from ..pipeline import get_bundle, plan_for
+    from ..recipe import load_recipe
+    from ..runtime_nnsight import steer
+    from ..session import load_session
+
+    if (input_path is None) == (prompt is None):
+        raise DataError("give exactly one of --input or --prompt", [Problem(
+            "no input" if input_path is None else "both --input and --prompt given", None, None, None, None,
+            "e.g. --prompt 'Who is this?' --image face.png", "SK700")])
+    loaded = load_recipe(recipe, list(overrides))
+    if prompt is not None:
+        img, problem = (None, None) if image is None else open_image(Path(image), "--image", None)
+        if problem:
+            raise DataError("the --image cannot be used", [problem])
+        rows, problems = [ApplyRow(1, prompt, image, img)], []
+    else:
+        rows, problems = read_apply_jsonl(Path(input_path))
+    for p in problems:
+        click.echo(p.render(), err=True)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    session = load_session(loaded.recipe.model, loaded.base_dir)
+    b = get_bundle(loaded, session, bundle_override=bundle, log=log)
+    plan = plan_for(loaded, session, b)
+    limit = getattr(session.model.config, "max_position_embeddings", None) or getattr(
+        getattr(session.model.config, "text_config", None), "max_position_embeddings", None)
+    results = []
+    with steer(session.model, plan, session.image_token_id) as steerer:
+        order = sorted(rows, key=lambda r: r.image is None)
+        for s in tqdm(range(0, len(order), batch_size), desc="apply", file=sys.stderr, disable=len(order) < 2):
+            chunk = order[s:s + batch_size]
+            ok = []
+            for r in chunk:
+                n_tok = session.encode([r.prompt], [r.image]).inputs["input_ids"].shape[1]
+                if limit and n_tok + max_new_tokens > limit:
+                    problems.append(Problem(f"prompt is {n_tok} tokens; with {max_new_tokens} new tokens it "
+                                            f"exceeds the model's context of {limit}", input_path or "--prompt",
+                                            r.line, None, "prompt", "shorten the prompt or --max-new-tokens",
+                                            "SK706"))
+                    click.echo(problems[-1].render(), err=True)
+                else:
+                    ok.append(r)
+            if not ok:
+                continue
+            prompts, images = [r.prompt for r in ok], [r.image for r in ok]
+            steered = session.generate(prompts, images, max_new_tokens, steerer=steerer)
+            gates = steerer.gate_values(session.encode(prompts, images).inputs)
+            first_gate = next(iter(gates.values()))
+            clean = session.generate(prompts, images, max_new_tokens) if compare else [None] * len(ok)
+            for i, r in enumerate(ok):
+                rec = {"line": r.line, "prompt": r.prompt, "image": r.image_path, "steered": steered[i],
+                       "gate": round(float(first_gate[i]), 4)}
+                if compare:
+                    rec["unsteered"] = clean[i]
+                results.append(rec)
+    results.sort(key=lambda r: r["line"])
+    if out:
+        _write_jsonl_atomic(Path(out), results)
+    else:
+        for r in results:
+            click.echo(json.dumps(r, ensure_ascii=False))
+    n_open = sum(1 for r in results if r["gate"] > 0.5)
+    click.echo(f"done: {len(results)} answered, {len(problems)} skipped (see messages above), "
+               f"gate open (>0.5) on {n_open}" + (f"; wrote {out}" if out else ""), err=True)
+    if problems:
+        sys.exit(2)

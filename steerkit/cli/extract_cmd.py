@@ -1,0 +1,44 @@
+"""steerkit extract: build a recipe's direction bundle."""
+
+from __future__ import annotations
+
+import click
+
+from .common import guarded, set_option
+
+
+@click.command("extract")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Bundle path (default: the recipe's).")
+@set_option
+@guarded
+def command(recipe: str, out: str | None, overrides: tuple[str, ...]) -> None:
+    """Extract directions and fit the gate for RECIPE; write the bundle atomically.
+
+    \b
+    Examples:
+      steerkit extract recipes/unlearning/mllmeraser_embedded_llava.yaml
+      steerkit extract my.yaml -o runs/my.safetensors --set gate.rho=0.4
+    """
+    from ..errors import Problem, RecipeError
+    from ..extract import extract
+    from ..pipeline import bundle_path
+    from ..recipe import load_recipe
+    from ..session import load_session
+
+    loaded = load_recipe(recipe, list(overrides))
+    path = bundle_path(loaded, out)
+    if path is None:
+        raise RecipeError("nowhere to write the bundle", [Problem("no bundle.path and no -o", recipe, None, None,
+                                                                  "bundle.path", "pass -o BUNDLE", "SK205")])
+    session = load_session(loaded.recipe.model, loaded.base_dir)
+    bundle = extract(loaded, session)
+    bundle.save(path)
+    m = bundle.manifest
+    click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
+               f"{m.tensors_sha256[:12]}")
+    fit = (m.gate or {}).get("fit")
+    if fit:
+        for layer, s in list(fit.items())[:3]:
+            click.echo(f"  gate[{layer}]: AUC in-sample {s['auc_in_sample']}, held-out retain "
+                       f"{s['auc_heldout_retain']}", err=True)

@@ -1,0 +1,127 @@
+"""The recipe-level workflows behind the CLI: dry-run plans, bundle get-or-extract, apply and eval.
+
+Each function takes a recipe path (or a LoadedRecipe) and returns data; the CLI modules only parse
+arguments and print. Nothing here imports nnsight directly (the runtime does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from .adapter import Adapter, adapter_for_architecture, get_adapter
+from .bundle import Bundle, ModelFingerprint
+from .compile import compile_recipe
+from .errors import AdapterError, Problem
+from .plan import Plan
+from .recipe import LoadedRecipe, load_recipe
+
+EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
+
+
+def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
+    """The model's config.json when it is available without downloading weights."""
+    spec = loaded.recipe.model
+    if spec.id.startswith("embedded:"):
+        try:
+            from .models.embedded import embedded_config
+
+            return embedded_config(spec.id.split(":", 1)[1], spec.world.seed, spec.world.n_profiles)
+        except (ImportError, AttributeError):
+            return None
+    local = loaded.resolve(spec.id)
+    if (local / "config.json").is_file():
+        return json.loads((local / "config.json").read_text())
+    try:  # a Hub id: only the small config file, and only if it is cached or reachable
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(spec.id, "config.json", revision=spec.revision)).read_text())
+    except Exception:  # offline / unknown id: validation falls back to the adapter alone
+        return None
+
+
+def resolve_adapter(loaded: LoadedRecipe, config: Optional[dict]) -> Adapter:
+    spec = loaded.recipe.model
+    if spec.adapter != "auto":
+        return get_adapter(spec.adapter)
+    if spec.id.startswith("embedded:"):
+        name = spec.id.split(":", 1)[1]
+        if name not in EMBEDDED_ADAPTERS:
+            raise AdapterError("unknown embedded model", [Problem(
+                f"'{spec.id}' is not an embedded model", str(loaded.path), None, None, "model.id",
+                "use embedded:llava or embedded:qwen2_5_vl", "SK402")])
+        return get_adapter(EMBEDDED_ADAPTERS[name])
+    if config and config.get("architectures"):
+        return adapter_for_architecture(config["architectures"][0])
+    raise AdapterError("cannot tell which adapter fits this model without loading it", [Problem(
+        f"no config.json found for '{spec.id}'", str(loaded.path), None, None, "model.adapter",
+        "set model.adapter to a name from `steerkit adapters list`", "SK403")])
+
+
+def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None) -> Optional[Path]:
+    if override:
+        return Path(override)
+    if loaded.recipe.bundle is None:
+        return None
+    return loaded.resolve(loaded.recipe.bundle.path)
+
+
+def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,
+             **_: Any) -> tuple[Plan, list[str]]:
+    """Validate + compile without loading weights: schema, adapter, dims (config or bundle), feasibility."""
+    loaded = load_recipe(recipe_path, overrides)
+    warnings: list[str] = []
+    config = _config_json(loaded)
+    adapter = resolve_adapter(loaded, config)
+    bpath = bundle_path(loaded, bundle_path_)
+    bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
+    dims = adapter.dims(config) if config else None
+    if bundle is not None:
+        warnings += stale_data_warnings(loaded, bundle)
+    elif dims is None:
+        raise AdapterError("cannot compile: model dimensions unknown", [Problem(
+            "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
+            "model.id", "extract a bundle first (steerkit extract RECIPE), or use a local model folder",
+            "SK404")])
+    plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
+                          architecture=(config or {}).get("architectures", [None])[0])
+    return plan, warnings
+
+
+def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
+    """Warn when data the bundle was extracted from changed since (hash mismatch)."""
+    from .extract import _data_hash
+
+    out = []
+    for name, ref in bundle.manifest.data.items():
+        path = Path(ref.path)
+        if path.exists() and _data_hash(path)["sha256"] != ref.sha256:
+            out.append(f"data '{name}' ({path}) changed since the bundle was extracted; re-extract")
+    if bundle.manifest.recipe_sha256 != loaded.recipe.sha256():
+        out.append("the bundle was extracted with a different recipe (steering settings may differ; "
+                   "direction/gate settings too if you edited them)")
+    return out
+
+
+def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
+               log=print) -> Bundle:
+    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing."""
+    from .extract import extract
+
+    hidden, layers = session.dims
+    expect = ModelFingerprint(session.architecture, hidden, layers)
+    path = bundle_path(loaded, bundle_override)
+    if path is not None and path.exists():
+        return Bundle.load(path, expect=expect)
+    log(f"bundle {path} is missing: extracting it now" if path else "no bundle path: extracting in memory")
+    bundle = extract(loaded, session, progress=progress)
+    if path is not None:
+        bundle.save(path)
+        log(f"wrote {path}")
+    return bundle
+
+
+def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+    return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
+                          architecture=session.architecture)
