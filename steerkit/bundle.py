@@ -1,9 +1,8 @@
 """The portable direction bundle: one ``.safetensors`` file of steering tensors plus a manifest.
 
-safetensors runs no code on load (unlike pickle) and its ``__metadata__`` travels with the tensors, so
-a bundle is self-describing and safe to share (house-style §4.5). ``load`` treats every file as hostile
-(bounded exact reads; every failure a ``BundleError`` naming the file, never a traceback, hang or huge
-allocation); ``save`` is atomic and refuses what ``load`` would. No model stack is imported here."""
+safetensors runs no code on load (unlike pickle) and its ``__metadata__`` travels with the tensors, so a
+bundle is self-describing and safe to share (house-style §4.5). ``load`` treats files as hostile: bounded
+reads, and every failure a ``BundleError`` naming the file. ``save`` is atomic. Imports no model stack."""
 
 from __future__ import annotations
 
@@ -27,15 +26,14 @@ from steerkit import __version__
 from steerkit.errors import BundleError, Problem, choices_hint
 
 FORMAT = "steerkit.bundle"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})  # majors this loader reads; bump on any incompatible change
+FORMAT_VERSION, SUPPORTED_VERSIONS = 1, frozenset({1})  # bump on any incompatible change
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are KBs; the cap stops a forged length allocating
 GATELESS_RULES = frozenset({"always_on", "cosine_threshold"})  # rules that read no gate vectors
 DTYPES = {getattr(torch, n): n for n in ("float16", "bfloat16", "float32", "float64")}
 _NAME = re.compile(r"^(direction|gate)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)$")
 _SHA = r"^[0-9a-f]{64}$"
 _Site = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]  # a tensor-name part: no dots
-_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)$"  # UTC: bundles travel between hosts
+_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"  # UTC only
 _MEM = "<in-memory bundle>"
 _REEXTRACT = "re-extract the bundle (steerkit extract RECIPE -o BUNDLE); do not edit bundles by hand"
 _RAW = frozenset({"format", "steerkit_version", "created_at", "model_id", "model_revision", "architecture",
@@ -174,10 +172,13 @@ def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Probl
 
 def _pydantic_problems(err: ValidationError, where: str) -> list[Problem]:
     """One Problem per pydantic error, keyed by the manifest field it concerns."""
-    return [_problem(where, f"{e['msg']} (got {repr(e.get('input'))[:80]})", "SK405",
-                     ".".join(map(str, e["loc"])) or None, _REEXTRACT if e["type"] != "extra_forbidden"
-                     else "remove it; " + choices_hint(str(e["loc"][0]), BundleManifest.model_fields))
-            for e in err.errors()]
+    out = []
+    for e in err.errors():
+        got = "" if e["type"] == "missing" else f" (got {repr(e['input'])[:80]})"
+        hint = _REEXTRACT if e["type"] != "extra_forbidden" else "remove it; " + choices_hint(
+            str(e["loc"][0]), BundleManifest.model_fields)
+        out.append(_problem(where, e["msg"] + got, "SK405", ".".join(map(str, e["loc"])) or None, hint))
+    return out
 
 
 def _decode(meta: dict[str, str], where: str) -> BundleManifest:
@@ -210,8 +211,6 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
             head, rest = f.read(n), f.read(size - 8 - n)
     except OSError as e:
         raise bad(f"cannot open: {e.strerror or e}", "SK401", "check the path and its permissions") from None
-    if len(head) + len(rest) != size - 8:
-        raise bad("file changed size while being read")
     try:
         header = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -229,13 +228,13 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
     return struct.pack("<Q", n) + head + rest, meta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensor dicts would be ambiguous; compare manifests instead
 class Bundle:
     """Steering tensors (``<kind>.<site>.<layer>``) plus their manifest; always valid once built."""
 
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor] = field(repr=False)
     manifest: BundleManifest
-    source: str = field(default=_MEM, compare=False)  # where it was loaded from, for messages
+    source: str = _MEM  # where it was loaded from, for messages
 
     def __post_init__(self) -> None:
         """Refuse to exist in an inconsistent state, so every holder of a Bundle can trust it."""
@@ -280,6 +279,7 @@ class Bundle:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
+                os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle is meant to be shared
                 f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())

@@ -254,6 +254,24 @@ def test_save_handles_views_of_one_matrix(tmp_path: Path) -> None:
     assert same_tensors(Bundle.load(b.save(tmp_path / "b.safetensors")).tensors, tensors)
 
 
+def test_save_onto_a_directory_is_a_bundle_error(tmp_path: Path) -> None:
+    (tmp_path / "b.safetensors").mkdir()
+    with pytest.raises(BundleError, match="SK411"):
+        make_bundle().save(tmp_path / "b.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["b.safetensors"]
+
+
+def test_saved_file_is_readable_by_others(tmp_path: Path) -> None:
+    path = make_bundle().save(tmp_path / "b.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_bundle_compares_by_identity_and_repr_is_short() -> None:
+    a, b = make_bundle(), make_bundle()
+    assert a != b and a == a and a.manifest.tensors_sha256 == b.manifest.tensors_sha256
+    assert "tensor(" not in repr(a)
+
+
 # ---------------------------------------------------------------------------------------- inspect
 def test_inspect_prints_manifest_and_tensors(tmp_path: Path) -> None:
     path = make_bundle(recipe={"name": "r" * 500}).save(tmp_path / "b.safetensors")

@@ -13,8 +13,8 @@ _TEXT = """\
 # Synthetic MLLMU-Bench world (steerkit.bench, layout version {version})
 
 Seed {seed}: {n_profiles} fictitious people (IDs {first_id}..), {n_celebrities} "celebrities"
-(IDs C001..). Regenerate byte-identically with
-`python -m steerkit.bench OUT --seed {seed} --profiles {n_profiles}`.
+(IDs C001..). Regenerate byte-identically (same seed and parameters, see world.json) with
+`python -m steerkit.bench OUT --seed {seed} --profiles {n_profiles} --celebrities {n_celebrities}`.
 Read it with `steerkit.data.mllmu` (`eval_items`, `train_pairs`) and
 `steerkit.data.contrast.read_contrast_jsonl`.
 
@@ -22,6 +22,7 @@ Read it with `steerkit.data.mllmu` (`eval_items`, `train_pairs`) and
 | folder | rows | content |
 |---|---|---|
 {table}
+
 Task columns are nested parquet structs/lists; `biography` and `metadata` are JSON strings; images
 are `{{bytes, path}}` PNG structs (32x32). Forget splits are {nesting}.
 
@@ -63,12 +64,11 @@ def world_readme(manifest: dict[str, Any]) -> str:
         else:
             desc = _DESCRIPTIONS.get(name, "")
         lines.append(f"| `{name}` | {n} | {desc} |")
-    ids = manifest["forget_ids"]
     return _TEXT.format(
         version=manifest["layout_version"], seed=manifest["seed"],
         n_profiles=manifest["n_profiles"], n_celebrities=manifest["n_celebrities"],
         first_id=str(1).zfill(max(3, len(str(manifest["n_profiles"])))),
         table="\n".join(lines),
         nesting="nested (forget_5 within forget_10 ...)" if manifest["params"]["nested"]
-        else f"independent draws per ratio, as in the released data ({len(ids)} ratios)",
+        else "independent draws per ratio, as in the released data",
     )  # fmt: skip

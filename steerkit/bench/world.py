@@ -93,14 +93,19 @@ def _transformed_row(p: Profile, png_list: list[tuple[bytes, str]], wording: str
 def _check_args(out: Path, overwrite: bool, n_profiles: int, ratios: tuple[int, ...],
                 train_variants: int) -> None:
     problems = []
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and not out.is_dir():
+        problems.append(Problem("output path exists and is not a folder", path=str(out),
+                                code="SK610", hint="choose another output folder"))  # fmt: skip
+    elif out.exists() and any(out.iterdir()) and not overwrite:
         problems.append(Problem("output folder exists and is not empty", path=str(out),
+                                code="SK610",
                                 hint="pass overwrite=True or choose another folder"))  # fmt: skip
     if n_profiles < 4:
         problems.append(Problem(f"n_profiles must be >= 4, got {n_profiles}", code="SK610"))
     for r in ratios:
         if not 0 < r < 100 or int(r / 100 * n_profiles) == 0:
             problems.append(Problem(f"forget ratio {r} leaves an empty forget or retain split",
+                                    code="SK610",
                                     hint="use ratios in 1..99 with enough profiles"))  # fmt: skip
     if not 1 <= train_variants <= T.MAX_TRAIN_VARIANTS:
         problems.append(Problem(f"train_variants must be in 1..{T.MAX_TRAIN_VARIANTS}, "

@@ -10,7 +10,9 @@ image of a row is picked with a seeded generator.
 Splits of :func:`eval_items`:
 ``forget`` (``forget_N``), ``test`` (``Test_Set`` rows of the forget_N IDs), ``retain``
 (``retain_(100-N)``), ``utility`` (``Retain_Set``), ``val_forget`` / ``val_retain`` (``Val_Set``
-rows of forget / retain IDs; steerkit extra) and ``refusal`` (``Refusal_Set``; steerkit extra).
+rows of forget / retain IDs; steerkit extra) and ``refusal`` (``Refusal_Set``; steerkit extra:
+task ``"refusal"``; the expected behaviour is ``is_refusal(item.answer)``; ``id`` is the profile ID
+for private-field questions and ``OBJ-<object>-eval<k>`` for pictogram requests).
 """
 
 from __future__ import annotations

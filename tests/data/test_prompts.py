@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerkit.data.prompts import (
@@ -29,12 +29,14 @@ def test_cloze_and_generation():
     assert generation_prompt("Q?", image=True).endswith("in one sentence accurately in ENGLISH.")
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
 def test_cloze_prompt_never_keeps_a_blank(text):
     out = cloze_prompt(text + " __ " + text)
     assert "[Blank]" in out and "__" not in out.split("\n")[0].replace(text, "")
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80))
 def test_refusal_sentence_is_a_refusal_whatever_follows(tail):
     assert is_refusal(REFUSAL + tail) and is_refusal("  " + REFUSAL.upper())

@@ -1,0 +1,85 @@
+"""End to end on a tiny saved checkpoint and a small generated world: extract -> bundle -> apply (CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from steerkit.bundle import Bundle
+from steerkit.cli.main import cli
+from steerkit.testing.fixtures import tiny
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from steerkit.bench.world import generate_world
+    from steerkit.models.zoo import save_tiny
+
+    root = tmp_path_factory.mktemp("e2e")
+    generate_world(root / "world", seed=0, n_profiles=20)
+    save_tiny(tiny("llava"), root / "model")
+    recipe = f"""
+schema_version: 1
+name: tiny-e2e
+model: {{id: model}}
+direction:
+  method: mean_diff
+  recall:
+    source: {{kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}}
+    image_perturbation: {{kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}}
+  erasure:
+    source: {{kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
+gate:
+  rule: ridge_linear
+  forget: [{{kind: mllmu, path: world, split: forget, tasks: [classification]}}]
+  retain: [{{kind: mllmu, path: world, split: retain, tasks: [classification]}}]
+  holdout: 0.25
+steer: {{layers: {{start: 0}}, strength: {{lambda: -1.0}}}}
+bundle: {{path: out/bundle.safetensors}}
+"""
+    (root / "recipe.yaml").write_text(recipe)
+    (root / "prompts.jsonl").write_text(
+        json.dumps({"prompt": "Who is this?", "image": "world/contrast/images/" +
+                    sorted(p.name for p in (root / "world/contrast/images").iterdir())[0]}) + "\n"
+        + "{not json\n" + json.dumps({"prompt": "Where was the person born?"}) + "\n"
+        + json.dumps({"prompt": "x", "image": "missing.png"}) + "\n")
+    return root
+
+
+def test_extract_writes_a_deterministic_bundle(workdir):
+    runner = CliRunner()
+    r1 = runner.invoke(cli, ["extract", str(workdir / "recipe.yaml")])
+    assert r1.exit_code == 0, r1.output
+    b1 = Bundle.load(workdir / "out/bundle.safetensors")
+    assert sorted(b1.manifest.sites["resid_pre"]) == [0, 1]
+    assert b1.manifest.direction["pgd"]["target_nll_after"] <= b1.manifest.direction["pgd"]["target_nll_before"]
+    fit = b1.manifest.gate["fit"]["0"]
+    assert fit["auc_heldout_retain"] is not None
+    r2 = runner.invoke(cli, ["extract", str(workdir / "recipe.yaml"), "-o", str(workdir / "out/b2.safetensors")])
+    assert r2.exit_code == 0, r2.output
+    b2 = Bundle.load(workdir / "out/b2.safetensors")
+    assert b1.manifest.tensors_sha256 == b2.manifest.tensors_sha256
+
+
+def test_apply_reports_bad_lines_and_keeps_good_ones(workdir):
+    runner = CliRunner()
+    out = workdir / "answers.jsonl"
+    r = runner.invoke(cli, ["apply", str(workdir / "recipe.yaml"), "--input", str(workdir / "prompts.jsonl"),
+                            "--out", str(out), "--compare", "--max-new-tokens", "4"])
+    assert r.exit_code == 2, r.output  # two bad lines -> invalid input, but the good ones are written
+    assert "Traceback" not in r.output
+    assert ":2" in r.output and ":4" in r.output and "missing.png" in r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["line"] for row in rows] == [1, 3]
+    assert all("unsteered" in row and "steered" in row for row in rows)
+
+
+def test_validate_and_compile_without_weights(workdir):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["validate", str(workdir / "recipe.yaml")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", "steer.layers.start=5"])
+    assert r.exit_code == 2 and "steer.layers" in r.output and "Traceback" not in r.output
