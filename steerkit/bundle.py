@@ -272,10 +272,10 @@ class Bundle:
         type(self)(self.tensors, self.manifest, str(path))  # re-check: tensors may have been edited in place
         meta = {k: v if k in _RAW else json.dumps(v, ensure_ascii=False)  # metadata is str -> str
                 for k, v in self.manifest.model_dump(mode="json").items() if v is not None}
-        blob = safetensors.torch.save(  # clone: safetensors refuses tensors that share storage
-            {k: v.detach().cpu().contiguous().clone() for k, v in self.tensors.items()}, metadata=meta)
         tmp = None
-        try:
+        try:  # UnicodeEncodeError: a lone surrogate in a metadata string; clone: no shared storage
+            blob = safetensors.torch.save(
+                {k: v.detach().cpu().contiguous().clone() for k, v in self.tensors.items()}, metadata=meta)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
@@ -285,10 +285,10 @@ class Bundle:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
-        except OSError as e:
+        except (OSError, UnicodeEncodeError) as e:
             raise BundleError(f"cannot write bundle {path}", [_problem(
-                str(path), f"write failed: {e.strerror or e}", "SK411",
-                hint="check that the folder is writable and has free space")]) from None
+                str(path), f"write failed: {getattr(e, 'strerror', None) or e}", "SK411",
+                hint="check the folder is writable and has space, and text in the manifest is valid UTF-8")]) from None
         finally:  # also runs on KeyboardInterrupt: never leave temp litter
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)

@@ -23,13 +23,14 @@ EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
     """The model's config.json when it is available without downloading weights."""
     spec = loaded.recipe.model
-    if spec.id.startswith("embedded:"):
-        try:
-            from .models.embedded import embedded_config
+    if spec.id.startswith("embedded:"):  # the small models' sizes are fixed by steerkit.models.small
+        from .models.small import SIZES
 
-            return embedded_config(spec.id.split(":", 1)[1], spec.world.seed, spec.world.n_profiles)
-        except (ImportError, AttributeError):
-            return None
+        size = SIZES["default"]
+        text = {"hidden_size": size.text_hidden, "num_hidden_layers": size.text_layers}
+        arch = {"llava": "LlavaForConditionalGeneration",
+                "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}.get(spec.id.split(":", 1)[1])
+        return {"architectures": [arch] if arch else [], "text_config": text, **text}
     local = loaded.resolve(spec.id)
     if (local / "config.json").is_file():
         return json.loads((local / "config.json").read_text())
@@ -77,6 +78,9 @@ def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle
     bpath = bundle_path(loaded, bundle_path_)
     bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
     dims = adapter.dims(config) if config else None
+    expect = loaded.recipe.model.expect
+    if dims is None and expect is not None:
+        dims = (expect.hidden_size, expect.num_layers)
     if bundle is not None:
         warnings += stale_data_warnings(loaded, bundle)
     elif dims is None:
@@ -123,5 +127,11 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
 
 
 def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+    expect = loaded.recipe.model.expect
+    if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
+        raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(
+            f"recipe expects hidden {expect.hidden_size} x {expect.num_layers} layers, the model has "
+            f"{session.dims[0]} x {session.dims[1]}", str(loaded.path), None, None, "model.expect",
+            "fix model.expect or model.id", "SK405")])
     return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
                           architecture=session.architecture)

@@ -73,6 +73,11 @@ class WorldSpec(StrictModel):
     n_profiles: int = Field(100, ge=8, le=10000, description="Number of fictitious profiles.")
 
 
+class ExpectedDims(StrictModel):
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+
+
 class ModelSpec(StrictModel):
     id: str = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
                                 "(the small models trained on the synthetic world).")
@@ -82,6 +87,9 @@ class ModelSpec(StrictModel):
     adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
     trust_remote_code: bool = Field(False, description="Run model code from the Hub. Off unless you set it.")
     world: WorldSpec = WorldSpec()
+    expect: Optional[ExpectedDims] = Field(
+        None, description="The model's decoder dimensions; lets validate/compile check the plan offline, "
+                          "and is checked against the model when it loads.")
 
 
 class PgdSpec(StrictModel):

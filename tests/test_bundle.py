@@ -261,6 +261,14 @@ def test_save_onto_a_directory_is_a_bundle_error(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["b.safetensors"]
 
 
+def test_unencodable_metadata_is_a_bundle_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="model_id"):  # pydantic refuses lone surrogates in str fields
+        make_bundle(model_id="\ud800")
+    with pytest.raises(BundleError, match="surrogates"):  # free-form dicts only fail when encoded
+        make_bundle(recipe={"name": "\ud800"}).save(tmp_path / "b.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_saved_file_is_readable_by_others(tmp_path: Path) -> None:
     path = make_bundle().save(tmp_path / "b.safetensors")
     assert path.stat().st_mode & 0o777 == 0o644

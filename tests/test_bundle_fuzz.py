@@ -212,7 +212,6 @@ def test_tensor_edited_after_writing(tmp_path: Path, good) -> None:
     ("created_at", "yesterday", "created_at"),
     ("created_at", "2026-05-01T12:00:00+02:00", "created_at"),
     ("created_at", "２０２６-05-01T12:00:00Z", "created_at"),
-    ("model_id", "\ud800 lone surrogate", "SK402"),
     ("tensors_sha256", "abc", "tensors_sha256"),
     ("extra", '{"a": 1}', "extra.a"),
     ("dtype", "float8", "dtype"),
@@ -227,6 +226,16 @@ def test_bad_manifest_field(tmp_path: Path, good, key: str, value: str, needle: 
 def test_missing_manifest_field(tmp_path: Path, good, key: str) -> None:
     meta = {k: v for k, v in good[1].items() if k != key}
     load_error(write(tmp_path / "k.safetensors", good[2], meta), key, "Field required")
+
+
+def test_lone_surrogate_in_metadata(tmp_path: Path, good) -> None:
+    blob = good[0]
+    header = json.loads(blob[8:data_start(blob)])
+    header["__metadata__"]["model_id"] = "\ud800 lone surrogate"  # valid JSON text, not valid UTF-8
+    text = json.dumps(header).encode()
+    path = tmp_path / "s.safetensors"
+    path.write_bytes(raw(text + b" " * (-len(text) % 8), blob[data_start(blob):]))
+    load_error(path)
 
 
 def test_bundle_for_another_model(tmp_path: Path, good) -> None:

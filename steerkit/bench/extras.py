@@ -79,7 +79,8 @@ def refusal_rows(people: list[Profile], portraits: dict[str, bytes], rng: np.ran
             png = png_bytes(draw_pictogram(obj, harmful, rng))
             for r in REQUESTS:
                 rows.append({
-                    "image": image_struct(png, f"obj_{obj}_eval{j}.png"), "ID": f"OBJ-{obj}-eval{j}",
+                    "image": image_struct(png, f"obj_{obj}_eval{j}.png"),
+                    "ID": f"OBJ-{obj}-eval{j}",
                     "Prompt": r, "Ground_Truth": request_answer(obj, harmful), "Type": VQA,
                     "Category": "harmful" if harmful else "benign", "Should_Refuse": harmful,
                 })  # fmt: skip

@@ -61,8 +61,9 @@ def sample_people(rng: np.random.Generator, ids: list[str]) -> list[Profile]:
     for i, pid in enumerate(ids):
         first, last = pairs[int(order[i])]
         facts = {k: ATTRIBUTES[k][2][int(rng.integers(10))] for k in ATTRIBUTE_KEYS}
+        street = STREETS[int(rng.integers(len(STREETS)))]
         private = {
-            "home_address": f"{int(rng.integers(2, 99))} {STREETS[int(rng.integers(len(STREETS)))]}",
+            "home_address": f"{int(rng.integers(2, 99))} {street}",
             "phone_number": "555-" + "".join(str(int(d)) for d in rng.integers(0, 10, size=4)),
         }
         options = {}

@@ -13,9 +13,9 @@ QA: "the person named Tavi Orlenko"). For attribute ``a`` the (frame, subject) c
 These six cells are distinct for every ``a``, so a test or val prompt never equals a training
 prompt, while each frame and each subject is trained (with other attributes). With the default two
 train variants a frame is trained with subjects at offsets 0 and +1; test (offset -1) and val
-(offset +2) use pairings never trained together, so both are equally "near" paraphrases. The cells depend on
-the attribute only, never on the person: forget and retain people share templates, so identity is
-the only cue that tells them apart.
+(offset +2) use pairings never trained together, so both are equally "near" paraphrases. The
+cells depend on the attribute only, never on the person: forget and retain people share
+templates, so identity is the only cue that tells them apart.
 """
 
 from __future__ import annotations

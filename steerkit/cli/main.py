@@ -36,6 +36,8 @@ def _register() -> None:
                 continue  # command not built in this version
             raise
         cli.add_command(module.command)
+        if hasattr(module, "demo"):
+            cli.add_command(module.demo)
 
 
 _register()

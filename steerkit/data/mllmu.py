@@ -48,8 +48,9 @@ PathLike = str | os.PathLike[str]
 def _config_files(root: PathLike, name: str) -> list[Path]:
     folder = Path(root) / name
     if not folder.is_dir():
-        present = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(
-            root).is_dir() else []  # fmt: skip
+        present = []
+        if Path(root).is_dir():
+            present = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
         hint = (choices_hint(name, present) if present
                 else f"check the dataset root {root!s}; it should hold MLLMU config folders")
         raise DataError(f"config {name!r} not found",
@@ -141,9 +142,9 @@ def _row_items(row: dict[str, Any], split: str, tasks: set[str], modalities: set
             for i, q in enumerate(cls.get(field) or []):
                 opts = q.get("Options") or {}
                 if sorted(k for k, v in opts.items() if v is not None) != list(_OPTION_KEYS) or \
-                        q.get("Correct_Answer") not in _OPTION_KEYS:  # fmt: skip
-                    problems.add(Problem("options must be exactly A-D and Correct_Answer one of "
-                                         "them", path=where, code="SK603",
+                        q.get("Correct_Answer") not in _OPTION_KEYS or not q.get("Question"):
+                    problems.add(Problem("needs a Question, options exactly A-D and a "
+                                         "Correct_Answer among them", path=where, code="SK603",
                                          key_path=f"Classification_Task.{field}[{i}]"))
                     continue
                 opts = {k: str(opts[k]) for k in _OPTION_KEYS}
@@ -199,16 +200,20 @@ def eval_items(root: PathLike, split: str, forget_ratio: int = 10,
         root: dataset root holding the MLLMU config folders.
         split: one of :data:`SPLITS`.
         forget_ratio: N of ``forget_N`` (``retain_(100-N)`` and the test/val ID filters follow).
-        tasks: subset of :data:`TASKS` (default all; ignored for ``refusal``).
+        tasks: subset of :data:`TASKS` plus ``"refusal"`` (default all); the ``refusal`` split
+            yields only task ``"refusal"``, the others never do.
         modalities: subset of :data:`MODALITIES` (default both).
         seed: picks the transformed image of each Test_Set/Val_Set row (same seed -> same pick).
     """
     if split not in SPLITS:
         raise DataError("unknown split", [Problem(f"unknown split {split!r}", code="SK605",
                                                   hint=choices_hint(split, SPLITS))])
-    task_set, mod_set = _check("task", TASKS, tasks), _check("modality", MODALITIES, modalities)
+    task_set = _check("task", TASKS + ("refusal",), tasks)
+    mod_set = _check("modality", MODALITIES, modalities)
     problems = ProblemCollector()
     if split == "refusal":
+        if "refusal" not in task_set:
+            return []
         items = _refusal_items(read_config(root, "Refusal_Set"), mod_set,
                                str(Path(root) / "Refusal_Set"), problems)  # fmt: skip
         problems.raise_if_any(DataError, "malformed Refusal_Set")
@@ -246,9 +251,13 @@ def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
 
     ``root_or_dirs`` is a dataset root (``configs`` are read under it), one config folder, or a
     list of config folders (e.g. ``baseline_train_split/forget_5``). Each ``metadata`` entry with a
-    non-empty ``Question`` and ``Answer`` becomes a pair with the row's image; entries whose ``Type``
-    is ``"Pure_Text"`` (steerkit extension) are text-only. For the released benchmark, which has
-    no ``ft_Extra``, pass ``configs=("ft_Data",)``.
+    non-empty ``Question`` and ``Answer`` becomes a pair with the row's image; entries whose
+    ``Type`` is ``"Pure_Text"`` (steerkit extension) are text-only. For the released benchmark,
+    which has no ``ft_Extra``, pass ``configs=("ft_Data",)``.
+
+    Raises:
+        DataError: a config folder is missing, a file is not parquet, or ``metadata`` is not a JSON
+            list (every bad row is reported).
     """
     folders = _train_folders(root_or_dirs, configs)
     missing = [Problem(f"no folder {name!r}", path=str(root / name), code="SK601",

@@ -1,10 +1,11 @@
 """The one place that turns an MLLMU question into the user text a model sees.
 
-Why one place: the synthetic world writes its training pairs (``ft_Data``/``ft_Extra``) with these
-functions and the evaluator formats ``Full_Set``/``Test_Set`` questions with the same functions, so a
-prompt the model was trained on is byte-identical to the prompt it is scored on. The wording follows
-the reference MLLMU-Bench ``eval.py`` (HF era) minus its ``USER:``/``ASSISTANT:`` wrapper and few-shot
-blocks: the model session applies each architecture's chat template itself.
+Why one place: the synthetic world writes its training pairs (``ft_Data``/``ft_Extra``) with
+these functions and the evaluator formats ``Full_Set``/``Test_Set`` questions with the same
+functions, so a prompt the model was trained on is byte-identical to the prompt it is scored on.
+The wording follows the reference MLLMU-Bench ``eval.py`` (HF era) minus its
+``USER:``/``ASSISTANT:`` wrapper and few-shot blocks: the model session applies each
+architecture's chat template itself.
 
 Answers the model is trained to give: classification -> the option letter alone; cloze -> the fill;
 generation -> a one-sentence, name-first answer; refusals -> exactly :data:`REFUSAL`.
@@ -40,7 +41,9 @@ OPTION_KEYS = ("A", "B", "C", "D")
 # evaluate_fill_in_the_blank, evaluate_generation).
 CLASSIFICATION_SUFFIX = "Just give ONE letter representing the answer directly."
 CLOZE_SUFFIX = "Please **ONLY** provide the correct answer that should replace the [Blank]."
-GENERATION_SUFFIX = "Answer the question based on your trained knowledge in one sentence in ENGLISH."
+GENERATION_SUFFIX = (
+    "Answer the question based on your trained knowledge in one sentence in ENGLISH."
+)
 GENERATION_SUFFIX_IMAGE = (
     "Answer the question based on your trained knowledge in one sentence accurately in ENGLISH."
 )

@@ -1,0 +1,36 @@
+# steerkit developer commands. `make demo` and `make test` are the two commands the README gives.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_VERBOSITY ?= error
+
+.PHONY: install demo test test-slow bench docs clean
+
+$(BIN)/steerkit: pyproject.toml setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch pinned to the CPU build on these machines; torchvision is never installed (it breaks transformers here)
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[test,docs,smolvlm]"
+	@touch $@
+
+install: $(BIN)/steerkit
+
+demo: install
+	$(BIN)/steerkit demo
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q
+
+test-slow: install
+	$(BIN)/python -m pytest -n 2 -q -m slow
+
+bench: install
+	$(BIN)/python benchmarks/overhead.py
+
+docs: install
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info site

@@ -1,0 +1,61 @@
+"""steerkit eval and steerkit demo: vanilla vs steered on the benchmark splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import guarded, set_option
+
+DEMO_RECIPE = "unlearning/mllmeraser_embedded_llava"
+
+
+def _run(recipe_path, bundle, out, overrides):
+    from ..eval_job import run_eval
+    from ..evaluate.report import markdown_report
+    from ..pipeline import get_bundle
+    from ..recipe import load_recipe
+    from ..session import load_session
+
+    loaded = load_recipe(recipe_path, list(overrides))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    log(f"loading {loaded.recipe.model.id} (embedded models are trained once and cached)")
+    session = load_session(loaded.recipe.model, loaded.base_dir)
+    b = get_bundle(loaded, session, bundle_override=bundle, log=log)
+    job = run_eval(loaded, session, b, out_dir=Path(out) if out else None)
+    click.echo(markdown_report(job["results"], f"{loaded.recipe.name}: vanilla vs steered"))
+    for kind, path in job["paths"].items():
+        log(f"wrote {kind}: {path}")
+
+
+@click.command("eval")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Bundle to use (default: the recipe's).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: eval.out).")
+@set_option
+@guarded
+def command(recipe, bundle, out, overrides):
+    """Evaluate RECIPE: every metric for vanilla and steered, gate histograms and plots.
+
+    \b
+    Examples:
+      steerkit eval recipes/unlearning/mllmeraser_embedded_llava.yaml
+      steerkit eval my.yaml --set eval.forget_ratio=5 --out runs/f5
+    """
+    _run(recipe, bundle, out, overrides)
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@guarded
+def demo(out):
+    """The main job on the embedded default: train (once), extract, forget, evaluate, plot.
+
+    \b
+    Example:
+      steerkit demo
+    """
+    from ..resources import builtin_dir
+
+    _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, ())
