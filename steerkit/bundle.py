@@ -288,7 +288,7 @@ class Bundle:
         except (OSError, UnicodeEncodeError) as e:
             raise BundleError(f"cannot write bundle {path}", [_problem(
                 str(path), f"write failed: {getattr(e, 'strerror', None) or e}", "SK411",
-                hint="check the folder is writable and has space, and text in the manifest is valid UTF-8")]) from None
+                hint="check the folder is writable and has space, and manifest text is valid UTF-8")]) from None
         finally:  # also runs on KeyboardInterrupt: never leave temp litter
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 
@@ -138,3 +139,16 @@ def test_train_pairs_bad_metadata_and_empty_pairs(world, tmp_path):
     with pytest.raises(DataError) as err:
         train_pairs(tmp_path, configs=("ft_Data",))
     assert err.value.problems[0].key_path == "metadata" and "ft_Data" in err.value.render()
+
+
+def test_held_out_wording_uses_only_trained_words(world):
+    """Test/val paraphrases recombine trained fragments: no word the model never saw."""
+    def words(text):
+        return set(re.findall(r"\w+|[^\w\s]", text))
+
+    trained = set()
+    for p in train_pairs(world.root):
+        trained |= words(p.prompt) | words(p.answer)
+    for split in ("test", "val_forget", "val_retain", "utility", "refusal"):
+        for item in eval_items(world.root, split, forget_ratio=15):
+            assert words(item.prompt) | words(item.answer) <= trained, (split, item.prompt)

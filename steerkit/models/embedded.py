@@ -1,0 +1,210 @@
+"""The embedded default models: small VLMs trained on the synthetic world, built once and cached.
+
+Why: the whole MLLMEraser pipeline (vanilla fine-tune, extraction, gated steering, evaluation) must
+run on a laptop with no downloads. ``embedded:llava`` / ``embedded:qwen2_5_vl`` name a small model
+(:mod:`steerkit.models.small`) trained by :func:`steerkit.train.vanilla.train_vanilla` on the world
+of :mod:`steerkit.bench.world`. The first use generates the world and trains (a few CPU minutes);
+every later use loads the cached checkpoint through :func:`steerkit.models.loading.load_pretrained`,
+exactly the path a user's Hub id or local checkpoint takes.
+
+Cache layout (``$STEERKIT_HOME``, default ``~/.cache/steerkit``)::
+
+    worlds/seed{S}-n{N}-{world key}/       the generated MLLMU-layout world
+    models/{name}-w{S}-n{N}-{model key}/   save_pretrained checkpoint + steerkit_embedded.json
+    locks/*.lock                           one file lock per world / model being built
+
+The world key hashes the world generator's sources; the model key hashes the architecture, the
+world key, the size config (:class:`~steerkit.models.small.SmallSize`), the training config and
+:data:`RECIPE_VERSION`. Anything that would change the result changes the folder name, so a stale
+checkpoint is never reused. Both are written atomically: built in a hidden temporary sibling, then
+renamed into place under a file lock; a stopped run leaves only a temporary folder, removed by the
+next build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..errors import Problem, RecipeError, choices_hint
+from .small import ARCHS, SmallSize, resolve_size
+
+#: Bump when the way embedded models are built or trained changes (data, tokenizer, loop).
+RECIPE_VERSION = "vanilla-v1"
+
+#: Metadata file written next to the weights of every embedded checkpoint.
+META_FILE = "steerkit_embedded.json"
+
+EMBEDDED_NAMES = ARCHS
+
+
+def default_train_config(name: str):
+    """The training recipe of ``embedded:<name>`` (part of its cache key)."""
+    from ..train.vanilla import TrainConfig
+
+    return {"llava": TrainConfig(epochs=12.0),
+            "qwen2_5_vl": TrainConfig(epochs=12.0)}[name]
+
+
+def steerkit_home() -> Path:
+    """Root of steerkit's cache: ``$STEERKIT_HOME``, else ``~/.cache/steerkit``."""
+    env = os.environ.get("STEERKIT_HOME", "").strip()
+    return Path(env).expanduser() if env else Path("~/.cache/steerkit").expanduser()
+
+
+def _digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def world_key() -> str:
+    """Hash of the world generator's code: a changed generator never reuses an old world."""
+    import steerkit.bench as bench
+    import steerkit.data.prompts as prompts
+
+    h = hashlib.sha256()
+    files = sorted(Path(bench.__file__).parent.glob("*.py")) + [Path(prompts.__file__)]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def _lock(name: str):
+    from filelock import FileLock
+
+    folder = steerkit_home() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"))
+
+
+def _clear_stale(final: Path) -> None:
+    """Remove temporary siblings of ``final`` left by stopped builds (call with the lock held)."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def world_dir(seed: int = 0, n_profiles: int = 100) -> Path:
+    """Where :func:`ensure_world` keeps the world of ``seed`` / ``n_profiles``."""
+    return steerkit_home() / "worlds" / f"seed{seed}-n{n_profiles}-{world_key()}"
+
+
+def ensure_world(seed: int = 0, n_profiles: int = 100, progress: bool = False) -> Path:
+    """Generate the synthetic world once (cached) and return its root folder."""
+    from ..bench.world import generate_world
+
+    root = world_dir(seed, n_profiles)
+    if (root / "world.json").is_file():
+        return root
+    with _lock(root.name):
+        if (root / "world.json").is_file():
+            return root
+        _log(progress, f"generating the synthetic world (seed {seed}, {n_profiles} profiles) in {root}")
+        generate_world(root, seed=seed, n_profiles=n_profiles, overwrite=True)  # atomic rename inside
+    return root
+
+
+def _check_name(name: str) -> None:
+    if name not in EMBEDDED_NAMES:
+        raise RecipeError(f"no embedded model '{name}'", [Problem(
+            f"unknown embedded model '{name}'", key_path="model.id",
+            hint="use model.id embedded:<name>; " + choices_hint(name, EMBEDDED_NAMES),
+            code="SK710")])
+
+
+def model_key(name: str, world_seed: int, n_profiles: int, size: SmallSize, train: Any) -> dict[str, Any]:
+    """Everything the embedded checkpoint depends on (hashed into its folder name)."""
+    return {"name": name, "world_seed": world_seed, "n_profiles": n_profiles, "world_key": world_key(),
+            "size": size.to_dict(), "train": train.to_dict(), "recipe_version": RECIPE_VERSION}
+
+
+def embedded_dir(name: str, world_seed: int = 0, n_profiles: int = 100, *,
+                 size: Union[str, SmallSize, dict] = "default", train: Any = None) -> Path:
+    """Where :func:`ensure_embedded` keeps (or will keep) this checkpoint."""
+    _check_name(name)
+    train = train or default_train_config(name)
+    key = _digest(model_key(name, world_seed, n_profiles, resolve_size(size), train))
+    return steerkit_home() / "models" / f"{name}-w{world_seed}-n{n_profiles}-{key}"
+
+
+def ensure_embedded(name: str, world_seed: int = 0, n_profiles: int = 100, progress: bool = True, *,
+                    size: Union[str, SmallSize, dict] = "default", train: Any = None) -> Path:
+    """Return the checkpoint folder of ``embedded:<name>``, building and training it when missing.
+
+    Args:
+        name: ``"llava"`` or ``"qwen2_5_vl"``.
+        world_seed, n_profiles: which synthetic world to train on (generated and cached as needed).
+        progress: print what is happening and a training progress bar on stderr.
+        size: a :data:`~steerkit.models.small.SIZES` preset name, overrides, or a SmallSize.
+        train: a :class:`~steerkit.train.vanilla.TrainConfig` (default: :func:`default_train_config`).
+
+    The folder loads with ``steerkit.models.loading.load_pretrained(path, loader=None)``.
+    """
+    _check_name(name)
+    sz = resolve_size(size)
+    train = train or default_train_config(name)
+    final = embedded_dir(name, world_seed, n_profiles, size=sz, train=train)
+    if (final / META_FILE).is_file():
+        return final
+    with _lock(final.name):
+        if (final / META_FILE).is_file():
+            return final
+        _clear_stale(final)
+        world = ensure_world(world_seed, n_profiles, progress=progress)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        try:
+            _build(name, world, tmp, sz, train, model_key(name, world_seed, n_profiles, sz, train), progress)
+            if final.exists():  # a folder without metadata: an interrupted copy from an older layout
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _log(progress, f"embedded:{name} ready at {final}")
+    return final
+
+
+def _build(name: str, world: Path, out: Path, size: SmallSize, train: Any, key: dict[str, Any],
+           progress: bool) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from ..data.mllmu import train_pairs
+    from ..session import ModelSession
+    from ..train.vanilla import train_vanilla
+    from .processors import save_processor
+    from .small import build_small, parameter_counts, train_tokenizer, world_texts
+
+    t0 = time.perf_counter()
+    pairs = train_pairs(world)
+    tok = train_tokenizer(world_texts(pairs), size.vocab_size, arch=name)
+    model, processor = build_small(name, tok, seed=train.seed, size=size)
+    counts = parameter_counts(model)
+    _log(progress, f"training embedded:{name} ({counts['total']:,} parameters) on {len(pairs)} pairs "
+                   f"of {world} (a few minutes on CPU, once)")
+    report = train_vanilla(ModelSession.from_objects(model, processor, tok), pairs, train, progress=progress)
+    _log(progress, f"trained in {report.wall_s:.0f} s, {report.steps} steps, final loss {report.final_loss:.4f}")
+    model.save_pretrained(out)
+    save_processor(processor, out)
+    meta = {"format": 1, "model_id": f"embedded:{name}", "architecture": type(model).__name__,
+            "key": key, "parameters": counts, "world_root": str(world), "train_report": report.to_dict(),
+            "build_seconds": time.perf_counter() - t0, "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")  # written last
+    return meta
+
+
+def read_meta(path: Union[str, Path]) -> Optional[dict[str, Any]]:
+    """The ``steerkit_embedded.json`` of a checkpoint folder, or None."""
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
