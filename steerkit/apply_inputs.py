@@ -27,7 +27,8 @@ def open_image(path: Path, where: str, line: Optional[int]) -> tuple[Optional[Im
     except FileNotFoundError:
         return None, Problem(f"image not found: {path}", where, line, None, "image",
                              "fix the path (relative paths resolve against the jsonl file's folder)", "SK701")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: a tiny file that claims billions of pixels (PIL refuses to decode it)
         return None, Problem(f"image cannot be read ({type(exc).__name__}): {path}", where, line, None, "image",
                              "replace it with a PNG or JPEG file", "SK702")
 
@@ -44,9 +45,9 @@ def read_apply_jsonl(path: Path) -> tuple[list[ApplyRow], list[Problem]]:
     for n, bline in enumerate(raw.split(b"\n"), start=1):
         if not bline.strip():
             continue
-        try:
-            obj = json.loads(bline.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        try:  # utf-8-sig on line 1: files saved by Windows editors start with a byte-order mark
+            obj = json.loads(bline.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # [[[[...]]]] recurses
             problems.append(Problem(f"not a JSON object: {exc}", where, n, None, None,
                                     'each line must look like {"prompt": "...", "image": "face.png"}', "SK703"))
             continue

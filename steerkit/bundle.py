@@ -165,8 +165,8 @@ def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Probl
         elif not bool(torch.isfinite(t).all()):
             out.append(_problem(where, f"{name!r} contains NaN or infinite values", "SK408", name))
     if not out and tensor_hash(tensors) != m.tensors_sha256:
-        out.append(_problem(where, "tensors_sha256 does not match the tensors: the file is corrupt or "
-                            "was edited", "SK409", "tensors_sha256"))
+        out.append(_problem(where, "tensors_sha256 does not match: the file is corrupt or edited", "SK409",
+                            "tensors_sha256"))
     return out
 
 
@@ -196,36 +196,37 @@ def _decode(meta: dict[str, str], where: str) -> BundleManifest:
 
 
 def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
-    """Read with bounded, exact-length reads; return the file's bytes and its string metadata."""
+    """Return the file's bytes and string metadata. The data is read only once the header passed, so a
+    forged length or a huge non-bundle file costs nothing; O_NONBLOCK keeps a FIFO from hanging open."""
     def bad(msg: str, code: str = "SK402", hint: str = "the file is truncated or is not a safetensors "
             "file; copy it again or re-extract it") -> BundleError:
         return BundleError(f"cannot read bundle {where}", [_problem(where, msg, code, hint=hint)])
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0))) as f:
             size = os.fstat(f.fileno()).st_size
             if size < 8:
                 raise bad(f"file is {size} bytes; a safetensors file starts with an 8-byte header length")
             (n,) = struct.unpack("<Q", f.read(8))
             if n > MAX_HEADER_BYTES or 8 + n > size:
                 raise bad(f"header length {n} is impossible for a {size}-byte file (cap {MAX_HEADER_BYTES})")
-            head, rest = f.read(n), f.read(size - 8 - n)
+            head = f.read(n)
+            try:
+                header = json.loads(head.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise bad(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
+            meta = header.get("__metadata__") or {} if isinstance(header, dict) else None
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise bad("header is not a safetensors JSON object with string-only __metadata__")
+            if meta.get("format") != FORMAT:
+                raise bad(f"not a steerkit bundle: metadata 'format' is {meta.get('format')!r}, not "
+                          f"{FORMAT!r}", "SK403", "pass a file written by Bundle.save or steerkit extract")
+            version = meta.get("format_version", "")
+            if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) not in SUPPORTED_VERSIONS:
+                raise bad(f"format_version {version!r} is not supported (steerkit {__version__} reads "
+                          f"{sorted(SUPPORTED_VERSIONS)})", "SK404", "upgrade steerkit or re-extract")
+            return struct.pack("<Q", n) + head + f.read(size - 8 - n), meta
     except OSError as e:
         raise bad(f"cannot open: {e.strerror or e}", "SK401", "check the path and its permissions") from None
-    try:
-        header = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise bad(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
-    meta = header.get("__metadata__") or {} if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise bad("header is not a safetensors JSON object with string-only __metadata__")
-    if meta.get("format") != FORMAT:
-        raise bad(f"not a steerkit bundle: metadata 'format' is {meta.get('format')!r}, expected {FORMAT!r}",
-                  "SK403", "pass a file written by Bundle.save or steerkit extract")
-    version = meta.get("format_version", "")
-    if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) not in SUPPORTED_VERSIONS:
-        raise bad(f"format_version {version!r} is not supported (steerkit {__version__} reads "
-                  f"{sorted(SUPPORTED_VERSIONS)})", "SK404", "upgrade steerkit, or re-extract with this one")
-    return struct.pack("<Q", n) + head + rest, meta
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensor dicts would be ambiguous; compare manifests instead
@@ -251,11 +252,10 @@ class Bundle:
         sites = {s: sorted(int(m.group(3)) for m in found if m.group(2) == s)
                  for s in sorted({m.group(2) for m in found})}
         first = next((t for n, t in sorted(tensors.items()) if _NAME.match(n)), None)
-        tensor_only = all(isinstance(t, torch.Tensor) for t in tensors.values())  # else _check says so
         values: dict[str, Any] = dict(
             steerkit_version=__version__, created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             sites=sites, recipe={}, dtype=DTYPES.get(getattr(first, "dtype", None), "float32"),
-            tensors_sha256=tensor_hash(tensors) if tensor_only else "0" * 64)
+            tensors_sha256=tensor_hash({k: t for k, t in tensors.items() if isinstance(t, torch.Tensor)}))
         values.update(fields, model_id=model_id, architecture=architecture, adapter=adapter,
                       hidden_size=hidden_size, num_layers=num_layers, direction=direction, gate=gate)
         recipe_json = json.dumps(values["recipe"], sort_keys=True, default=repr)  # as Recipe.sha256() hashes it
@@ -269,7 +269,7 @@ class Bundle:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: readers see the old file or the whole new one, never a partial one."""
         path = Path(path)
-        type(self)(self.tensors, self.manifest, str(path))  # re-check: tensors may have been edited in place
+        type(self)(self.tensors, self.manifest, f"{path} (not written)")  # tensors may have been edited
         meta = {k: v if k in _RAW else json.dumps(v, ensure_ascii=False)  # metadata is str -> str
                 for k, v in self.manifest.model_dump(mode="json").items() if v is not None}
         tmp = None

@@ -114,6 +114,9 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     held = _holdout_split([r.id or str(i) for i, r in enumerate(retain)], g.holdout, recipe.seed)
     fit_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) not in held]
     held_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) in held]
+    calib_people = _holdout_split([retain[i].id or str(i) for i in fit_idx], 0.25, recipe.seed + 1)
+    calib_idx = [i for i in fit_idx if (retain[i].id or str(i)) in calib_people]
+    probe_idx = [i for i in fit_idx if (retain[i].id or str(i)) not in calib_people] or fit_idx
     gate_layers = [g.layer if g.layer is None or g.layer >= 0 else g.layer + session.dims[1]] \
         if g.layer is not None else layers
     refs = [site_ref(session.adapter, site, layer) for layer in gate_layers]
@@ -127,8 +130,11 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
         if g.rule == "nullspace_linear":
             fit = fit_nullspace_gate(F, R_fit, g.rho, g.gamma, clip=g.clip)
         else:
-            fit = fit_ridge_gate(F, R_fit, gamma=g.gamma, clip=g.clip)
-            fit = calibrate_threshold(fit, R_fit, retain_closed=1.0 - g.retain_open_rate)
+            # calibrate the bias on retain people the probe was not fitted on: in-sample scores are
+            # optimistic, so a threshold set on them would open the gate on new people
+            fit = fit_ridge_gate(F, R[probe_idx], gamma=g.gamma, clip=g.clip)
+            fit = calibrate_threshold(fit, R[calib_idx] if calib_idx else R_fit,
+                                      retain_closed=1.0 - g.retain_open_rate)
         tensors[f"gate.{site}.{layer}"] = fit.g.float()
         biases[str(layer)] = float(fit.bias)
         vf, vr = fit.values(F), fit.values(R_fit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -136,7 +137,7 @@ class LinearGateBase(StrictModel):
     holdout: float = Field(0.2, ge=0, lt=1, description="Fraction of retain rows held out to score leakage.")
     clip: Optional[tuple[float, float]] = Field((0.0, 1.0), description="Clip the gate value; null: unbounded.")
     read: GateReadSpec = GateReadSpec()
-    layer: Optional[int] = Field(None, description="Read one gate at this layer for every written layer; "
+    layer: Optional[LayerIndex] = Field(None, description="Read one gate at this layer for every written layer; "
                                                    "null: one gate per written layer (as published).")
 
     @field_validator("clip")
@@ -169,10 +170,16 @@ class CosineGate(StrictModel):
 GateSpec = Annotated[Union[AlwaysOnGate, NullspaceGate, RidgeGate, CosineGate], Field(discriminator="rule")]
 
 
+# No model has anywhere near this many layers; the bound keeps a typo like 10**30 from making compile
+# enumerate range(0, 10**30) (it hangs) and leaves the exact range check to compile, which knows the model.
+MAX_LAYER_INDEX = 10_000
+LayerIndex = Annotated[int, Field(ge=-MAX_LAYER_INDEX, le=MAX_LAYER_INDEX)]
+
+
 class LayerRange(StrictModel):
-    start: int = Field(description="First layer (0-based; negative counts from the end).")
-    stop: Optional[int] = Field(None, description="One past the last layer; null: the model's last layer + 1.")
-    skip: list[int] = []
+    start: LayerIndex = Field(description="First layer (0-based; negative counts from the end).")
+    stop: Optional[LayerIndex] = Field(None, description="One past the last layer; null: the model's last layer + 1.")
+    skip: list[LayerIndex] = []
 
 
 class StrengthSpec(StrictModel):
@@ -182,7 +189,7 @@ class StrengthSpec(StrictModel):
 class SteerSpec(StrictModel):
     op: Literal["add", "ablate", "clamp"] = "add"
     site: SiteName = "resid_pre"
-    layers: Union[LayerRange, list[int]]
+    layers: Union[LayerRange, list[LayerIndex]]
     positions: list[PositionName] = Field(["all_prompt"], min_length=1)
     phase: Literal["prefill", "all_steps"] = "prefill"
     strength: StrengthSpec = StrengthSpec(**{"lambda": 1.0})
@@ -214,7 +221,8 @@ class Recipe(StrictModel):
     steer: SteerSpec
     bundle: Optional[BundleSpec] = None
     eval: EvalSpec = EvalSpec()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of extraction and hold-out splits "
+                                                          "(torch and numpy accept 0..2**32-1).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -231,16 +239,74 @@ class Recipe(StrictModel):
 
 # ----------------------------------------------------------------------------------------- loading
 class LoadedRecipe:
-    """A validated recipe plus where it came from (for resolving relative paths)."""
+    """A validated recipe plus where it came from (for resolving relative paths and locating problems)."""
 
-    def __init__(self, recipe: Recipe, path: Optional[Path]):
+    def __init__(self, recipe: Recipe, path: Optional[Path], doc: Optional[LoadedYaml] = None):
         self.recipe = recipe
         self.path = path
         self.base_dir = path.parent if path else Path.cwd()
+        self.doc = doc  # the parsed YAML (with key positions and --set origins), when loaded from text
 
     def resolve(self, rel: str) -> Path:
         p = Path(rel).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
+
+    def locate(self, problems: list[Problem]) -> list[Problem]:
+        """Fill in file:line:col of problems that only name a key path (compile and adapter problems do)."""
+        out = []
+        for p in problems:
+            if p.line is None and p.key_path and p.path in (None, str(self.path)):
+                loc = tuple(int(k) if k.isdigit() else k for k in p.key_path.split("."))
+                line, col = self.doc.locate(loc) if self.doc is not None else (None, None)
+                if self.doc is not None and any(loc[:n] in self.doc.overrides for n in range(len(loc), 0, -1)):
+                    p = replace(p, path="--set")
+                else:
+                    p = replace(p, path=str(self.path) if self.path else None, line=line, column=col)
+            out.append(p)
+        return out
+
+
+def _sources(recipe: Recipe) -> list[tuple[str, Any]]:
+    """Every data source of a recipe with its dotted key path."""
+    found: list[tuple[str, Any]] = []
+    d = recipe.direction
+    if d is not None:
+        found += [("direction.recall.source", d.recall.source), ("direction.erasure.source", d.erasure.source)]
+    for side in ("forget", "retain"):
+        for i, src in enumerate(getattr(recipe.gate, side, None) or []):
+            found.append((f"gate.{side}.{i}", src))
+    return found
+
+
+def check_paths(loaded: LoadedRecipe) -> list[Problem]:
+    """Data files a recipe names that do not exist (or are the wrong kind), as located problems.
+
+    Checks jsonl sources (must be files) and mllmu sources (must be folders); the embedded world is
+    generated on demand and is not checked. Pure filesystem checks, no reading: safe and fast for
+    ``validate``. The data is only read to extract a bundle, so callers may downgrade these to warnings
+    when the recipe's bundle already exists.
+    """
+    problems = []
+    for key, src in _sources(loaded.recipe):
+        if src.kind not in ("jsonl", "mllmu"):
+            continue
+        full = loaded.resolve(src.path)
+        want_dir = src.kind == "mllmu"
+        try:
+            exists, is_dir = full.exists(), full.is_dir()
+        except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
+            exists, is_dir = False, False
+        if not exists:
+            message = f"{src.kind} {'folder' if want_dir else 'file'} not found: {full}"
+            hint = "fix the path (relative paths resolve against the recipe's folder)"
+        elif is_dir != want_dir:
+            message = (f"mllmu source must be a folder in the MLLMU-Bench layout, got a file: {full}" if want_dir
+                       else f"jsonl source must be a file, got a folder: {full}")
+            hint = "use kind: mllmu for a folder, kind: jsonl for a .jsonl file"
+        else:
+            continue
+        problems.append(Problem(message, None, None, None, f"{key}.path", hint, "SK230"))
+    return loaded.locate(problems)
 
 
 def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Problem]) -> None:
@@ -259,11 +325,13 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
     except YamlProblems:
         value = raw
     node = data
+    created: list[tuple] = []
     for i, part in enumerate(parts[:-1]):
         nxt = node.get(part) if isinstance(node, dict) else None
         if nxt is None:
             nxt = {}
             node[part] = nxt
+            created.append(tuple(parts[:i + 1]))
         if not isinstance(nxt, dict):
             problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i + 1])}' is not a mapping",
                                     "--set", None, None, key, None, "SK110"))
@@ -271,6 +339,8 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
         node = nxt
     node[parts[-1]] = value
     doc.positions.setdefault(tuple(parts), (None, None))
+    for written in created + [tuple(parts)]:  # errors under these paths are located at the --set, not the file
+        doc.overrides[written] = item
 
 
 def load_recipe(path: str | Path, overrides: Optional[dict[str, Any] | list[str]] = None) -> LoadedRecipe:
@@ -300,7 +370,7 @@ def _validate(doc: LoadedYaml, path: Optional[Path], overrides) -> LoadedRecipe:
     if problems:
         raise RecipeError("invalid --set override", problems)
     recipe = validate_document(Recipe, doc, RecipeError, "recipe", "SK2")
-    return LoadedRecipe(recipe, path)
+    return LoadedRecipe(recipe, path, doc)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

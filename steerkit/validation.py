@@ -20,7 +20,9 @@ from .yamlio import LoadedYaml
 class StrictModel(BaseModel):
     """Base for every model read from disk: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: YAML spells infinity and NaN as .inf/.nan (and 1.0e+400 overflows to inf); no
+    # steerkit number means anything when it is not finite (a NaN strength would silently poison every output).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 def _model_classes(annotation: Any) -> list[type[BaseModel]]:
@@ -54,8 +56,9 @@ def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(names)
 
 
-def _data_loc(loc: tuple, data: Any) -> tuple:
-    """Drop the parts of a pydantic loc that are not in the data (union tags, function names)."""
+def _data_loc(loc: tuple, data: Any, missing: bool = False) -> tuple:
+    """Drop the parts of a pydantic loc that are not in the data (union tags, function names); with
+    ``missing``, keep the last part, the name of the absent key (a union tag there is not one)."""
     out: list = []
     node = data
     for i, part in enumerate(loc):
@@ -66,20 +69,48 @@ def _data_loc(loc: tuple, data: Any) -> tuple:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
-        elif last and isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+        elif missing and last and isinstance(node, dict) and isinstance(part, str):
             out.append(part)  # a missing field, named where it should be
     return tuple(out)
+
+
+_SHAPE_ERRORS = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type", "tuple_type"})
+
+
+def _override_for(doc: LoadedYaml, loc: tuple) -> str | None:
+    """The ``--set`` item that put the value at ``loc`` (or one of its parents) there, if any."""
+    overrides = getattr(doc, "overrides", None) or {}
+    for n in range(len(loc), 0, -1):
+        if tuple(loc[:n]) in overrides:
+            return overrides[tuple(loc[:n])]
+    return None
 
 
 def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[BaseModel],
                              code_prefix: str = "SK2") -> list[Problem]:
     problems = []
-    for err in exc.errors(include_url=False):
+    errors = [(e, _data_loc(tuple(e.get("loc", ())), doc.data, missing=e.get("type") == "missing"))
+              for e in exc.errors(include_url=False)]
+
+    def wrong_member(err: dict, loc: tuple) -> bool:
+        """A plain union (steer.layers: range or list) reports every member; when another member got
+        further into the value, the "input should be a list/dict" of the member that did not is noise."""
+        return err.get("type") in _SHAPE_ERRORS and len(err.get("loc", ())) > len(loc)
+
+    for err, loc in errors:
+        if wrong_member(err, loc) and any(o is not err and o_loc[:len(loc)] == loc and not wrong_member(o, o_loc)
+                                          for o, o_loc in errors):
+            continue
         raw_loc = tuple(err.get("loc", ()))
-        loc = _data_loc(raw_loc, doc.data)
+        etype = err.get("type", "")
+        ctx = err.get("ctx", {}) or {}
+        if etype in ("union_tag_invalid", "union_tag_not_found"):  # name the tag key itself, e.g. gate.rule
+            loc = loc + (str(ctx.get("discriminator", "")).strip("'\""),)
         key_path = ".".join(str(p) for p in loc) or None
         line, col = doc.locate(loc)
-        etype = err.get("type", "")
+        where = doc.path
+        if _override_for(doc, loc) is not None:  # the value came from --set, not from a line of the file
+            where, line, col = "--set", None, None
         hint = None
         code = f"{code_prefix}00"
         if etype == "extra_forbidden":
@@ -89,26 +120,31 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
             guess = did_you_mean(key, allowed)
             hint = f"{guess + ' ' if guess else ''}allowed keys here: {', '.join(allowed)}"
             code = f"{code_prefix}01"
-        elif etype == "missing":
+        elif etype in ("missing", "union_tag_not_found"):
             message = "required key is missing"
-            hint = f"add '{raw_loc[-1]}'" if raw_loc else None
+            hint = f"add '{loc[-1]}'" if loc else None
             code = f"{code_prefix}02"
         elif etype in ("literal_error", "enum", "union_tag_invalid"):
-            ctx = err.get("ctx", {}) or {}
             expected = ctx.get("expected") or ctx.get("expected_tags") or ""
-            got = err.get("input")
+            got = ctx["tag"] if etype == "union_tag_invalid" and "tag" in ctx else err.get("input")
             choices = [c.strip().strip("'\"") for c in str(expected).replace(" or ", ",").split(",") if c.strip()]
             message = f"unknown value {got!r}; expected one of: {', '.join(choices)}"
             hint = choices_hint(str(got), choices) if choices else None
             code = f"{code_prefix}03"
         else:
             got = err.get("input")
-            shown = repr(got)
-            if len(shown) > 60:
-                shown = shown[:57] + "..."
-            message = f"{err.get('msg', 'invalid value')} (got {shown})"
+            msg = str(err.get("msg", "invalid value"))
+            if etype == "value_error" and msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]  # our own validators' messages read as sentences
+            if isinstance(got, dict) and etype == "value_error":
+                message = msg  # a whole section echoed back helps nobody; the key path says which
+            else:
+                shown = repr(got)
+                if len(shown) > 60:
+                    shown = shown[:57] + "..."
+                message = f"{msg} (got {shown})"
             code = f"{code_prefix}04"
-        problems.append(Problem(message, doc.path, line, col, key_path, hint, code))
+        problems.append(Problem(message, where, line, col, key_path, hint, code))
     return problems
 
 

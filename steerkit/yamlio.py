@@ -8,6 +8,7 @@ duplicates become errors and every dotted key path maps to its (line, column), w
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,23 @@ from .errors import Problem
 
 KeyPath = tuple  # tuple[str | int, ...]
 
+# Hostile-input limits. Real recipes, adapters and configs are a few KB, a few hundred values and under
+# ten levels deep; the caps only stop files that would otherwise hang or exhaust memory.
+MAX_FILE_BYTES = 1024 * 1024  # bounded read: /dev/zero or a multi-GB file is refused, not read
+MAX_DEPTH = 64  # nesting levels; PyYAML's composer is recursive, so unbounded depth is a RecursionError
+MAX_VALUES = 20_000  # values after expanding aliases ("billion laughs": 9 aliases x 9 levels = 10**9)
+# Tags a plain-data file may carry (explicit or implied); python/*, !!set, !!binary and custom tags are refused.
+PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
+                       ("str", "int", "float", "bool", "null", "timestamp", "map", "seq"))
+
 
 @dataclass
 class LoadedYaml:
     data: Any
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     path: str | None = None
+    # key paths whose value a --set override wrote or created -> the override text (for error locations)
+    overrides: dict[KeyPath, str] = field(default_factory=dict)
 
     def locate(self, loc: KeyPath) -> tuple[int | None, int | None]:
         """Best position for a key path: the deepest known prefix (pydantic locs can be deeper)."""
@@ -35,6 +47,40 @@ class LoadedYaml:
         return self.positions.get((), (None, None))
 
 
+class _Abort(Exception):
+    """Stops reading a document at the first problem that makes the rest meaningless (bomb, cycle, depth)."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """SafeLoader whose recursive composer gives up at ``MAX_DEPTH`` instead of overflowing the stack."""
+
+    _depth = 0
+    _file: str | None = None
+
+    def _too_deep(self, mark) -> _Abort:
+        return _Abort(Problem(f"the document is nested more than {MAX_DEPTH} levels deep", self._file,
+                              mark.line + 1, mark.column + 1, None, "flatten the structure", "SK103"))
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise self._too_deep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def fetch_flow_collection_start(self, TokenClass):
+        # The scanner looks ahead to the closing bracket of every open '[' / '{' (it may be a key), which is
+        # quadratic in the depth: 20k nested brackets take seconds before the composer ever sees them.
+        if self.flow_level >= MAX_DEPTH:
+            raise self._too_deep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+
 class YamlProblems(Exception):
     """Raised with every problem found while reading a YAML document."""
 
@@ -43,9 +89,55 @@ class YamlProblems(Exception):
         super().__init__("; ".join(p.message for p in problems))
 
 
+def _where(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _scalar(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, file: str | None) -> Any:
+    """Construct one scalar; PyYAML's own constructors raise plain ValueError/KeyError on bad tagged values
+    (``!!int abc``, ``!!bool maybe``, a 5000-digit int), which become a located problem here."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        shown = node.value if len(str(node.value)) <= 40 else str(node.value)[:37] + "..."
+        raise _Abort(Problem(f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]} ({type(exc).__name__})",
+                             file, *_where(node), ".".join(map(str, path)) or None,
+                             "quote the value or remove the explicit tag", "SK101")) from None
+
+
 def _build(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedYaml,
-           problems: list[Problem], file: str | None) -> Any:
-    out.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+           problems: list[Problem], file: str | None, state: dict | None = None) -> Any:
+    # state: values built so far (aliases re-expand a shared node, so this is the expanded size) and the
+    # collection nodes on the current branch (an alias to one of them is a cycle).
+    state = {"count": 0, "active": set()} if state is None else state
+    state["count"] += 1
+    if state["count"] > MAX_VALUES:
+        raise _Abort(Problem(f"the document expands to more than {MAX_VALUES} values (YAML aliases "
+                             "repeating aliases?)", file, *_where(node), ".".join(map(str, path)) or None,
+                             "write the values out instead of nesting aliases", "SK103"))
+    out.positions[path] = _where(node)
+    if node.tag not in PLAIN_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise _Abort(Problem(f"YAML tag '{tag}' is not allowed: steerkit files are plain data",
+                             file, *_where(node), ".".join(map(str, path)) or None,
+                             "remove the tag (write a plain value)", "SK101"))
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in state["active"]:
+            raise _Abort(Problem("a YAML alias refers to a collection that contains it (a cycle)", file,
+                                 *_where(node), ".".join(map(str, path)) or None,
+                                 "remove the recursive alias", "SK103"))
+        state["active"].add(id(node))
+        try:
+            return _build_collection(node, loader, path, out, problems, file, state)
+        finally:
+            state["active"].discard(id(node))
+    return _scalar(node, loader, path, file)
+
+
+def _build_collection(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedYaml,
+                      problems: list[Problem], file: str | None, state: dict) -> Any:
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -54,7 +146,12 @@ def _build(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedY
                                         file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                         ".".join(map(str, path)) or None, "write the keys out", "SK101"))
                 continue
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(Problem(f"mapping key must be a plain scalar, got a "
+                                        f"{'mapping' if isinstance(key_node, yaml.MappingNode) else 'list'}",
+                                        file, *_where(key_node), ".".join(map(str, path)) or None, None, "SK101"))
+                continue
+            key = _scalar(key_node, loader, path, file)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 problems.append(Problem(f"mapping key must be a plain scalar, got {type(key).__name__}",
                                         file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
@@ -68,20 +165,20 @@ def _build(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedY
                     key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                     ".".join(map(str, path + (key,))), "keep one of the two definitions", "SK102"))
                 continue
-            result[key] = _build(value_node, loader, path + (key,), out, problems, file)
+            result[key] = _build(value_node, loader, path + (key,), out, problems, file, state)
             out.positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(v, loader, path + (i,), out, problems, file) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return [_build(v, loader, path + (i,), out, problems, file, state) for i, v in enumerate(node.value)]
 
 
 def parse_yaml(text: str, file: str | None = None) -> LoadedYaml:
     """Parse one YAML document; raise YamlProblems for syntax errors and duplicate keys."""
     out = LoadedYaml(data=None, path=file)
-    loader = yaml.SafeLoader(text)
     problems: list[Problem] = []
+    loader = None
     try:
+        loader = _DepthLimitedLoader(text)  # the reader rejects NUL and other control characters here
+        loader._file = file
         node = loader.get_single_node()
         if node is None:
             problems.append(Problem("the file is empty; expected a YAML mapping", file, 1, 1, None,
@@ -94,10 +191,22 @@ def parse_yaml(text: str, file: str | None = None) -> LoadedYaml:
         col = mark.column + 1 if mark else None
         problems.append(Problem(f"YAML syntax error: {exc.problem or exc}", file, line, col, None,
                                 "check indentation and quoting near this line", "SK100"))
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        problems.append(Problem(f"the file contains a character YAML does not allow ({char})", file, line,
+                                None, None,
+                                "remove control characters such as NUL", "SK100"))
     except yaml.YAMLError as exc:
         problems.append(Problem(f"YAML error: {exc}", file, None, None, None, None, "SK100"))
+    except _Abort as exc:
+        problems.append(exc.problem)
+    except RecursionError:  # defence in depth: MAX_DEPTH should stop this first
+        problems.append(Problem("the document is nested too deeply", file, None, None, None,
+                                "flatten the structure", "SK103"))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise YamlProblems(problems)
     return out
@@ -107,8 +216,9 @@ def read_yaml(path: str | Path) -> LoadedYaml:
     """Read a YAML file as UTF-8; unreadable or non-UTF-8 files become problems, not tracebacks."""
     path = Path(path)
     name = str(path)
-    try:
-        raw = path.read_bytes()
+    try:  # bounded, non-blocking read: a FIFO, /dev/zero or a huge file cannot hang or fill memory
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0))) as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise YamlProblems([Problem("file not found", name, None, None, None,
                                     "check the path (relative paths resolve against the current folder)",
@@ -116,7 +226,11 @@ def read_yaml(path: str | Path) -> LoadedYaml:
     except IsADirectoryError:
         raise YamlProblems([Problem("expected a YAML file, got a directory", name, code="SK001")]) from None
     except OSError as exc:
-        raise YamlProblems([Problem(f"cannot read file: {exc.strerror}", name, code="SK001")]) from None
+        raise YamlProblems([Problem(f"cannot read file: {exc.strerror or exc}", name, code="SK001")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise YamlProblems([Problem(f"file is larger than {MAX_FILE_BYTES // 1024} KiB; steerkit YAML files are "
+                                    "small text files", name, None, None, None,
+                                    "check the path: this does not look like a recipe", "SK001")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -65,14 +65,17 @@ def bundles(draw) -> Bundle:
                 tensors[f"gate.{site}.{layer}"] = torch.randn(hidden, generator=g).to(dtype)
     if draw(st.booleans()):
         tensors["stats.gate.forget.x"] = torch.rand(draw(st.integers(0, 5)), generator=g).to(dtype)
-    gate = {"rule": rule, "note": draw(st.text(max_size=20))} | ({"layer": shared} if shared is not None else {})
+    gate = {"rule": rule, "note": draw(st.text(max_size=20))}
+    if shared is not None:
+        gate["layer"] = shared
     text = st.text(min_size=1, max_size=30)
     return Bundle.create(
         tensors, model_id=draw(text), architecture=draw(text), adapter=ADAPTER, hidden_size=hidden,
         num_layers=num_layers, direction={"method": "mean_diff", "who": draw(st.text(max_size=20))}, gate=gate,
         model_revision=draw(st.none() | st.text(max_size=40)),
         extra=draw(st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3)),
-        data={"recall": {"path": draw(st.text(max_size=20)), "sha256": "b" * 64, "n": draw(st.integers(0, 10**6))}},
+        data={"recall": {"path": draw(st.text(max_size=20)), "sha256": "b" * 64,
+                         "n": draw(st.integers(0, 10**6))}},
         recipe={"name": draw(st.text(max_size=20)), "steer": {"layers": sites}})
 
 

@@ -4,6 +4,7 @@ the field, never another exception type, and never hang or allocate what a forge
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
 from pathlib import Path
@@ -25,8 +26,8 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, dict[str, str
     g = torch.Generator().manual_seed(0)
     tensors = {f"{kind}.resid_pre.{layer}": torch.randn(8, generator=g) for kind in ("direction", "gate")
                for layer in (1, 2)}
-    bundle = Bundle.create(tensors, model_id="m/ü", architecture="LlavaForConditionalGeneration", adapter=ADAPTER,
-                           hidden_size=8, num_layers=4, direction={"method": "mean_diff"},
+    bundle = Bundle.create(tensors, model_id="m/ü", architecture="LlavaForConditionalGeneration",
+                           adapter=ADAPTER, hidden_size=8, num_layers=4, direction={"method": "mean_diff"},
                            gate={"rule": "nullspace_linear", "rho": 0.3}, recipe={"name": "r"})
     path = bundle.save(tmp_path_factory.mktemp("good") / "b.safetensors")
     with safetensors.safe_open(str(path), "pt") as f:
@@ -127,6 +128,20 @@ def test_empty_file_directory_and_missing_path(tmp_path: Path) -> None:
     load_error(empty, "0 bytes")
     load_error(tmp_path, "SK401")
     load_error(tmp_path / "missing.safetensors", "SK401")
+
+
+def test_huge_non_bundle_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = write(tmp_path / "model.safetensors", {"w": torch.zeros(2)}, {"format": "pt"})
+    with open(path, "r+b") as f:
+        f.truncate(8 * 2**30)  # sparse 8 GiB: reading it all would take many seconds and gigabytes
+    load_error(path, "not a steerkit bundle")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
+def test_fifo_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "pipe.safetensors"
+    os.mkfifo(path)
+    load_error(path, "0 bytes")
 
 
 def test_offsets_pointing_past_the_data(tmp_path: Path, good) -> None:

@@ -51,7 +51,7 @@ def check_source(ref: Union[str, os.PathLike]) -> str:
         return ref
     path = Path(ref).expanduser()
     if not path.exists():
-        _fail(f"model folder not found: {path}", f"'{path}' does not exist",
+        _fail(f"model folder not found: {ref}", f"'{ref}' does not exist (looked for {path.resolve()})",
               "check the path (relative paths are taken from the current directory), or give a Hub id "
               "like 'llava-hf/llava-1.5-7b-hf'", "SK701")
     if not path.is_dir():
@@ -86,8 +86,9 @@ def _load_config(ref: str, revision: Optional[str], trust_remote_code: bool):
         if "model_type" in text or isinstance(exc, (KeyError, ValueError)):
             _fail(f"{ref} is not a model this transformers can load", text.splitlines()[0],
                   "check the checkpoint's config.json (model_type) or upgrade transformers", "SK705")
+        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         _fail(f"cannot find model '{ref}'",
-              f"'{ref}' is not a local folder and could not be fetched from the Hugging Face Hub",
+              f"'{ref}' is not a local folder and could not be fetched from the Hugging Face Hub ({reason})",
               "check the spelling of the Hub id and the revision, your network and HF_HUB_OFFLINE, or "
               "download it first with `huggingface-cli download ORG/NAME --local-dir DIR` and pass DIR", "SK706")
 

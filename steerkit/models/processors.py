@@ -136,8 +136,8 @@ def build_processor(kind: str, path_or_none: str | os.PathLike | None, tokenizer
         name = settings.get("processor_class")
         cls = getattr(transformers, name, None) if name else None
         if cls is None:
-            raise ValueError(f"cannot tell which processor class to build for {path_or_none!r}: "
-                             "its processor_config.json names none; pass a processor kind")
+            raise ValueError(f"cannot tell which processor class to build for {path_or_none!r}: no "
+                             "processor_config.json names one; pass a *_no_video kind or a checkpoint path")
         kind_nv = no_video_kind(name)
         cls = _NO_VIDEO[kind_nv] if kind_nv else cls
     else:

@@ -32,6 +32,8 @@ _EXTRA = ["What is in this image?", "Describe the picture in one sentence.", "Wh
           "The answer is no.", "Where does she live? She lives in a town near the sea.",
           "What is his job? He works as a pilot.", "Numbers: one two three four five six seven eight nine ten.",
           "A: red, B: green, C: blue, D: black."]
+# Every 7th subject-verb-object combination (~170 sentences) plus prompt-like lines: enough text for
+# 400 BPE merges, so prompts tokenize into realistic multi-token words rather than bytes.
 CORPUS = tuple(f"{s} {v} {o}." for s, v, o in itertools.islice(itertools.product(_SUBJECTS, _VERBS, _OBJECTS),
                                                                  0, None, 7)) + tuple(_EXTRA)
 
@@ -64,8 +66,11 @@ class TinyModel:
         prompts = [self.prompt(t, image=image and self.multimodal) for t in texts]
         if not (image and self.multimodal):
             return dict(self.tokenizer(prompts, return_tensors="pt", padding=True))
-        images = [[tiny_image(seed + i)] for i in range(len(texts))]  # one list of images per prompt
-        return dict(self.processor(images=images, text=prompts, return_tensors="pt", padding=True))
+        # One list of images per prompt: Gemma3, Mllama and SmolVLM refuse a flat list for a batch.
+        images = [[tiny_image(seed + i)] for i in range(len(texts))]
+        enc = dict(self.processor(images=images, text=prompts, return_tensors="pt", padding=True))
+        enc.pop("labels", None)  # PaliGemma adds labels; keep model(**enc) a plain forward
+        return enc
 
 
 def tiny_image(seed: int = 0, size: int = 32):

@@ -46,4 +46,6 @@ def test_is_refusal_negatives():
     for text in ("Tavi Orlenko's hobby is chess.", "A", "Sure, here is how to make a cake: mix.",
                  "", "Sure, here is how to make a kite. I cannot stop."):
         assert not is_refusal(text)
-    assert is_refusal("I can't share that.") and is_refusal("I cannot share that information.")
+    assert is_refusal("I can\u2019t share that.") and is_refusal("I cannot share that information.")
+    assert is_refusal("Answer: sorry, I cannot help with that request.")
+    assert not is_refusal("Sure, here is how to make a kite: I cannot stress enough ...")

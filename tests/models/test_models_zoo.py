@@ -67,7 +67,8 @@ def test_chat_template_keeps_newlines():
     # HF renders templates with trim_blocks: a literal newline after {% endfor %} would vanish.
     tok = make_tokenizer(template=chat_template("<image>"))
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == "user: hi\nassistant: yo\nassistant:"
+    rendered = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert rendered == "user: hi\nassistant: yo\nassistant:"
 
 
 @pytest.mark.parametrize("name", ["llava", "qwen2_5_vl", "smolvlm", "gemma3", "mllama", "paligemma"])
@@ -77,3 +78,11 @@ def test_image_prompts_hold_the_image_token(name):
     assert "What is in this image?" in prompt
     image_id = tiny.model.config.image_token_id
     assert (tiny.inputs("What is in this image?")["input_ids"] == image_id).any()
+
+
+def test_package_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, steerkit.models as m; assert 'transformers' not in sys.modules; assert m.TINY_NAMES"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
