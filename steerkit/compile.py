@@ -22,18 +22,27 @@ def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list
     def norm(i: int) -> int:
         return i + num_layers if i < 0 else i
 
+    fix = f"use layers between 0 and {num_layers - 1} (negative indices count from the end)"
     if isinstance(spec, list):
+        bad = [i for i in spec if not 0 <= norm(i) < num_layers]
+        if bad:
+            problems.append(Problem(f"layers {bad} are outside the model's 0..{num_layers - 1}", None, None, None,
+                                    "steer.layers", fix, "SK301"))
         layers = [norm(i) for i in spec]
     else:
         start = norm(spec.start)
         stop = num_layers if spec.stop is None else norm(spec.stop)
+        if not 0 <= start < num_layers:
+            problems.append(Problem(f"start layer {spec.start} is outside the model's 0..{num_layers - 1}", None,
+                                    None, None, "steer.layers.start", fix, "SK301"))
+        if spec.stop is not None and not 0 < stop <= num_layers:
+            problems.append(Problem(f"stop layer {spec.stop} is outside 1..{num_layers} (stop is exclusive)", None,
+                                    None, None, "steer.layers.stop", fix, "SK301"))
+        if problems:
+            return []
         skip = {norm(i) for i in spec.skip}
         layers = [i for i in range(start, stop) if i not in skip]
     bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        problems.append(Problem(f"layers {bad} are outside the model's 0..{num_layers - 1}", None, None, None,
-                                "steer.layers", f"use layers between 0 and {num_layers - 1} "
-                                f"(negative indices count from the end)", "SK301"))
     if not layers and not bad:
         problems.append(Problem("the layer selection is empty", None, None, None, "steer.layers",
                                 "check start/stop/skip", "SK301"))

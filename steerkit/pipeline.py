@@ -13,9 +13,9 @@ from typing import Any, Optional
 from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
-from .errors import AdapterError, Problem
+from .errors import AdapterError, CompileError, Problem, RecipeError
 from .plan import Plan
-from .recipe import LoadedRecipe, load_recipe
+from .recipe import LoadedRecipe, check_paths, load_recipe
 
 EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -33,7 +33,17 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
         return {"architectures": [arch] if arch else [], "text_config": text, **text}
     local = loaded.resolve(spec.id)
     if (local / "config.json").is_file():
-        return json.loads((local / "config.json").read_text())
+        try:
+            config = json.loads((local / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AdapterError("the model's config.json is not valid JSON", [Problem(
+                str(exc), str(local / "config.json"), None, None, "model.id",
+                "re-save the model with save_pretrained", "SK404")]) from None
+        if not isinstance(config, dict):
+            raise AdapterError("the model's config.json is not a JSON object", [Problem(
+                f"got {type(config).__name__}", str(local / "config.json"), None, None, "model.id",
+                "re-save the model with save_pretrained", "SK404")])
+        return config
     try:  # a Hub id: only the small config file, and only if it is cached or reachable
         from huggingface_hub import hf_hub_download
 
@@ -69,28 +79,48 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None) -> Optiona
 
 
 def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,
-             **_: Any) -> tuple[Plan, list[str]]:
-    """Validate + compile without loading weights: schema, adapter, dims (config or bundle), feasibility."""
+             check_data: bool = True) -> tuple[Plan, list[str]]:
+    """Validate + compile without loading weights: schema, data paths, adapter, dims, feasibility."""
     loaded = load_recipe(recipe_path, overrides)
+    try:
+        return _dry_plan(loaded, bundle_path_, check_data)
+    except (AdapterError, CompileError, RecipeError) as exc:
+        raise type(exc)(f"{recipe_path}: {exc.summary}", loaded.locate(exc.problems)) from None
+
+
+def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: bool) -> tuple[Plan, list[str]]:
     warnings: list[str] = []
+    bpath = bundle_path(loaded, bundle_path_)
+    if check_data:
+        missing = check_paths(loaded)
+        if missing and not (bpath and bpath.exists()):
+            raise RecipeError("data files are missing", missing)
     config = _config_json(loaded)
     adapter = resolve_adapter(loaded, config)
-    bpath = bundle_path(loaded, bundle_path_)
     bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
-    dims = adapter.dims(config) if config else None
-    expect = loaded.recipe.model.expect
-    if dims is None and expect is not None:
-        dims = (expect.hidden_size, expect.num_layers)
+    dims = _dims(adapter, config, loaded)
     if bundle is not None:
         warnings += stale_data_warnings(loaded, bundle)
     elif dims is None:
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
-            "model.id", "extract a bundle first (steerkit extract RECIPE), or use a local model folder",
-            "SK404")])
+            "model.id", "set model.expect, extract a bundle first (steerkit extract RECIPE), or use a local "
+            "model folder", "SK404")])
     plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
                           architecture=(config or {}).get("architectures", [None])[0])
     return plan, warnings
+
+
+def _dims(adapter: Adapter, config: Optional[dict], loaded: LoadedRecipe) -> Optional[tuple[int, int]]:
+    if config:
+        try:
+            return adapter.dims(config)
+        except (ValueError, TypeError) as exc:
+            raise AdapterError("the model's config.json does not fit the adapter", [Problem(
+                f"cannot read the decoder dimensions: {exc}", str(loaded.resolve(loaded.recipe.model.id)),
+                None, None, "model.id", "check the model folder's config.json", "SK404")]) from None
+    expect = loaded.recipe.model.expect
+    return (expect.hidden_size, expect.num_layers) if expect is not None else None
 
 
 def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:

@@ -296,16 +296,15 @@ def check_paths(loaded: LoadedRecipe) -> list[Problem]:
             exists, is_dir = full.exists(), full.is_dir()
         except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
             exists, is_dir = False, False
+        what = "folder" if want_dir else "file"
         if not exists:
-            message = f"{src.kind} {'folder' if want_dir else 'file'} not found: {full}"
-            hint = "fix the path (relative paths resolve against the recipe's folder)"
+            problems.append(Problem(f"{src.kind} {what} not found: {full}", key_path=f"{key}.path",
+                                    hint="fix the path (relative paths resolve against the recipe's folder)",
+                                    code="SK230"))
         elif is_dir != want_dir:
-            message = (f"mllmu source must be a folder in the MLLMU-Bench layout, got a file: {full}" if want_dir
-                       else f"jsonl source must be a file, got a folder: {full}")
-            hint = "use kind: mllmu for a folder, kind: jsonl for a .jsonl file"
-        else:
-            continue
-        problems.append(Problem(message, None, None, None, f"{key}.path", hint, "SK230"))
+            problems.append(Problem(f"{src.kind} source must be a {what}, got a {'file' if want_dir else 'folder'}: "
+                                    f"{full}", key_path=f"{key}.path", code="SK230",
+                                    hint="use kind: mllmu for an MLLMU-Bench folder, kind: jsonl for a .jsonl file"))
     return loaded.locate(problems)
 
 

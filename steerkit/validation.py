@@ -122,7 +122,8 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
             code = f"{code_prefix}01"
         elif etype in ("missing", "union_tag_not_found"):
             message = "required key is missing"
-            hint = f"add '{loc[-1]}'" if loc else None
+            name = raw_loc[-1] if etype == "missing" and raw_loc else (loc[-1] if loc else None)
+            hint = f"add '{name}'" if name is not None else None
             code = f"{code_prefix}02"
         elif etype in ("literal_error", "enum", "union_tag_invalid"):
             expected = ctx.get("expected") or ctx.get("expected_tags") or ""

@@ -62,7 +62,8 @@ class _DepthLimitedLoader(yaml.SafeLoader):
 
     def _too_deep(self, mark) -> _Abort:
         return _Abort(Problem(f"the document is nested more than {MAX_DEPTH} levels deep", self._file,
-                              mark.line + 1, mark.column + 1, None, "flatten the structure", "SK103"))
+                              line=mark.line + 1, column=mark.column + 1, hint="flatten the structure",
+                              code="SK103"))
 
     def compose_node(self, parent, index):
         self._depth += 1
@@ -93,6 +94,12 @@ def _where(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _at(node: yaml.Node, path: KeyPath) -> dict[str, Any]:
+    """Problem location fields for a node at a key path."""
+    line, column = _where(node)
+    return {"line": line, "column": column, "key_path": ".".join(map(str, path)) or None}
+
+
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, file: str | None) -> Any:
     """Construct one scalar; PyYAML's own constructors raise plain ValueError/KeyError on bad tagged values
     (``!!int abc``, ``!!bool maybe``, a 5000-digit int), which become a located problem here."""
@@ -103,8 +110,8 @@ def _scalar(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, file: str |
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         shown = node.value if len(str(node.value)) <= 40 else str(node.value)[:37] + "..."
         raise _Abort(Problem(f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]} ({type(exc).__name__})",
-                             file, *_where(node), ".".join(map(str, path)) or None,
-                             "quote the value or remove the explicit tag", "SK101")) from None
+                             file, **_at(node, path), hint="quote the value or remove the explicit tag",
+                             code="SK101")) from None
 
 
 def _build(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedYaml,
@@ -115,19 +122,17 @@ def _build(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, out: LoadedY
     state["count"] += 1
     if state["count"] > MAX_VALUES:
         raise _Abort(Problem(f"the document expands to more than {MAX_VALUES} values (YAML aliases "
-                             "repeating aliases?)", file, *_where(node), ".".join(map(str, path)) or None,
-                             "write the values out instead of nesting aliases", "SK103"))
+                             "repeating aliases?)", file, **_at(node, path),
+                             hint="write the values out instead of nesting aliases", code="SK103"))
     out.positions[path] = _where(node)
     if node.tag not in PLAIN_TAGS:
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         raise _Abort(Problem(f"YAML tag '{tag}' is not allowed: steerkit files are plain data",
-                             file, *_where(node), ".".join(map(str, path)) or None,
-                             "remove the tag (write a plain value)", "SK101"))
+                             file, **_at(node, path), hint="remove the tag (write a plain value)", code="SK101"))
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         if id(node) in state["active"]:
             raise _Abort(Problem("a YAML alias refers to a collection that contains it (a cycle)", file,
-                                 *_where(node), ".".join(map(str, path)) or None,
-                                 "remove the recursive alias", "SK103"))
+                                 **_at(node, path), hint="remove the recursive alias", code="SK103"))
         state["active"].add(id(node))
         try:
             return _build_collection(node, loader, path, out, problems, file, state)
@@ -146,10 +151,16 @@ def _build_collection(node: yaml.Node, loader: yaml.SafeLoader, path: KeyPath, o
                                         file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                         ".".join(map(str, path)) or None, "write the keys out", "SK101"))
                 continue
+            if key_node.tag not in PLAIN_TAGS:
+                tag = key_node.tag.replace("tag:yaml.org,2002:", "!!")
+                problems.append(Problem(f"YAML tag '{tag}' is not allowed: steerkit files are plain data", file,
+                                        **_at(key_node, path), hint="remove the tag (write a plain value)",
+                                        code="SK101"))
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem(f"mapping key must be a plain scalar, got a "
-                                        f"{'mapping' if isinstance(key_node, yaml.MappingNode) else 'list'}",
-                                        file, *_where(key_node), ".".join(map(str, path)) or None, None, "SK101"))
+                kind = "mapping" if isinstance(key_node, yaml.MappingNode) else "list"
+                problems.append(Problem(f"mapping key must be a plain scalar, got a {kind}", file,
+                                        **_at(key_node, path), hint="use a plain word as the key", code="SK101"))
                 continue
             key = _scalar(key_node, loader, path, file)
             if not isinstance(key, (str, int, float, bool)) or key is None:
@@ -218,7 +229,7 @@ def read_yaml(path: str | Path) -> LoadedYaml:
     name = str(path)
     try:  # bounded, non-blocking read: a FIFO, /dev/zero or a huge file cannot hang or fill memory
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0))) as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
+            raw = f.read(MAX_FILE_BYTES + 1) or b""  # None: a FIFO whose writer has sent nothing yet
     except FileNotFoundError:
         raise YamlProblems([Problem("file not found", name, None, None, None,
                                     "check the path (relative paths resolve against the current folder)",

@@ -13,8 +13,9 @@ from .common import guarded, set_option
 @click.command("validate")
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @set_option
+@click.option("--skip-data", is_flag=True, help="Do not require the recipe's data files to exist (yet).")
 @guarded
-def command(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+def command(recipes: tuple[str, ...], overrides: tuple[str, ...], skip_data: bool) -> None:
     """Check recipes: schema, adapter and plan feasibility. Loads no weights.
 
     \b
@@ -27,7 +28,7 @@ def command(recipes: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     failed = 0
     for path in recipes:
         try:
-            plan, warnings = dry_plan(path, list(overrides))
+            plan, warnings = dry_plan(path, list(overrides), check_data=not skip_data)
         except SteerkitError as exc:
             failed += 1
             click.echo(exc.render(), err=True)

@@ -287,8 +287,9 @@ _BUILDERS: dict[str, Callable[[], tuple[Any, Any, Any]]] = {
 def build_tiny(name: str, *, seed: int = 0, std: float | None = None) -> TinyModel:
     """Build the tiny model ``name`` (see ``TINY_NAMES``); the same seed gives the same weights.
 
-    ``std`` re-initialises every weight matrix from N(0, std): default init gives near-flat logits,
-    which hides whether steering changed anything. The global torch RNG is left untouched.
+    ``std`` re-initialises every weight matrix (and Mllama's scalar tanh gates) from N(0, std):
+    default init gives near-flat logits, which hides whether steering changed anything, and closed
+    gates hide the image. Norm weights and biases keep their init. The global torch RNG is left untouched.
     """
     if name not in _BUILDERS:
         raise ValueError(f"no tiny model '{name}'; choose one of: {', '.join(TINY_NAMES)}")
@@ -297,8 +298,9 @@ def build_tiny(name: str, *, seed: int = 0, std: float | None = None) -> TinyMod
         model, processor, tok = _BUILDERS[name]()
         if std is not None:
             with torch.no_grad():
-                for p in model.parameters():
-                    if p.dim() >= 2:
+                for pname, p in model.named_parameters():
+                    # Mllama's tanh gates start at 0, which would cut the image off from the text.
+                    if p.dim() >= 2 or "gate" in pname.rsplit(".", 1)[-1]:
                         p.normal_(0.0, std)
     model.config.architectures = [type(model).__name__]  # what save_pretrained records and adapters key on
     return TinyModel(model.eval(), processor, tok, name)

@@ -224,7 +224,8 @@ def unlearn_session(session, forget: Sequence[TrainPair], retain: Sequence[Train
 
     ``on_step(step, session)`` is called after each step listed in ``callback_steps`` (model in eval
     mode; its time is not counted in ``train_seconds``). ``session.model`` is the same object before
-    and after: LoRA layers are injected in place and merged back.
+    and after: LoRA layers are injected in place and merged back (a run stopped by an exception
+    removes them unmerged, leaving the vanilla weights). Parameters are left frozen.
     """
     from tqdm.auto import tqdm
 
@@ -343,6 +344,10 @@ def unlearn_session(session, forget: Sequence[TrainPair], retain: Sequence[Train
                         on_step(step, session)
                     model.train()
                     paused += time.perf_counter() - t_pause
+        except BaseException:
+            if peft_model is not None:  # stopped mid-run: drop the adapters, leave the vanilla weights
+                session.model = peft_model.unload()
+            raise
         finally:
             bar.close()
             model.eval()

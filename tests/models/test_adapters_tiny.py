@@ -17,7 +17,6 @@ import torch
 
 from steerkit.adapter import STANDARD_SITES, Adapter, load_adapter_file
 from steerkit.resources import builtin_dir
-
 from steerkit.testing.fixtures import tiny as cached_tiny  # lru-cached build_tiny(name, std=0.1)
 
 # architecture -> tiny model name (test_tiny_map_is_true checks each entry against the built model)

@@ -66,8 +66,9 @@ def check(session: Any, root: str, forget_ratio: int = 10,
         if max_per_cell:
             cells: dict[tuple, list] = defaultdict(list)
             for it in items:
-                cells[(it.task, it.modality)].append(it)
-            items = [it for c in cells.values() for it in c[:max_per_cell]]
+                cells[(it.task, it.modality, is_refusal(it.answer))].append(it)
+            # an even stride over each cell, so every person is represented
+            items = [it for c in cells.values() for it in c[::max(1, -(-len(c) // max_per_cell))]]
         results = run_items(session, items)
         cells_ok: dict[str, list[bool]] = defaultdict(list)
         cells_ref: dict[str, list[bool]] = defaultdict(list)

@@ -75,7 +75,8 @@ def test_ga_diff_counts_and_changed_params(session, pairs, make_config):
     forget, retain = pairs
     cfg = make_config("ga_diff", retain_batch_size=3, lr=1e-3)
     stats = unlearn_session(session, forget, retain, cfg, progress=False)
-    assert stats.forward_passes == stats.backward_passes == 3 * (2 + 3)
+    # forget: 4 pairs in batches of 2 (2, 2, 2); retain: 4 pairs in batches of 3 (3, 1, then a new epoch: 3)
+    assert stats.forward_passes == stats.backward_passes == 3 * 2 + (3 + 1 + 3)
     n_targets = len(lora_targets(session, cfg.lora.target_modules))
     assert stats.changed_tensors == n_targets
     assert 0 < stats.changed_params <= stats.total_params
@@ -112,3 +113,17 @@ def test_interrupted_save_leaves_nothing(session, tmp_path, monkeypatch):
     assert (out / "steerkit_unlearn.json").read_text().strip().endswith("}")
     assert '"x": 1' in (out / "steerkit_unlearn.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_stopped_run_leaves_the_vanilla_weights(session, pairs, make_config):
+    forget, retain = pairs
+    before = {n: p.detach().clone() for n, p in session.model.named_parameters()}
+
+    def stop(step, sess):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        unlearn_session(session, forget, retain, make_config("ga"), progress=False, on_step=stop, callback_steps=[2])
+    after = dict(session.model.named_parameters())
+    assert after.keys() == before.keys()  # no LoRA layers left behind
+    assert all(torch.equal(after[n], v) for n, v in before.items())

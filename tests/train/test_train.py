@@ -1,0 +1,89 @@
+"""Vanilla fine-tuning, the small models and the embedded cache, on a tiny world (fast)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from steerkit.models.small import build_small, train_tokenizer, world_texts
+from steerkit.session import ModelSession
+from steerkit.train.vanilla import TrainConfig, epoch_batches, lr_lambda, train_vanilla
+
+ARCHS = ("llava", "qwen2_5_vl")
+
+
+def _session(arch, pairs, seed=0):
+    tok = train_tokenizer(world_texts(pairs), 400, arch=arch)
+    model, proc = build_small(arch, tok, seed=seed, size="tiny")
+    return ModelSession.from_objects(model, proc, tok)
+
+
+def _loss(session, pairs):
+    enc = session.encode([p.prompt for p in pairs], [p.image for p in pairs], [p.answer for p in pairs],
+                         padding_side="right")
+    with torch.no_grad():
+        return float(session.model(**enc.inputs, labels=enc.labels).loss)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_few_steps_lower_the_loss(arch, tiny_pairs):
+    pairs = tiny_pairs[::7][:48]  # images and text-only pairs mixed
+    assert any(p.image is None for p in pairs) and any(p.image is not None for p in pairs)
+    session = _session(arch, tiny_pairs)
+    before = _loss(session, pairs)
+    report = train_vanilla(session, pairs, TrainConfig(epochs=25, batch_size=16, warmup_steps=5), progress=False)
+    after = _loss(session, pairs)
+    assert report.steps == 75 and report.pairs == 48
+    assert after < 0.5 * before, (before, after)
+    assert not session.model.training
+
+
+def test_same_seed_same_weights(tiny_pairs):
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=3)
+    states = []
+    for _ in range(2):
+        session = _session("llava", tiny_pairs, seed=3)
+        train_vanilla(session, tiny_pairs, cfg, progress=False)
+        states.append(session.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    other = _session("llava", tiny_pairs, seed=3)
+    train_vanilla(other, tiny_pairs, TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=4), progress=False)
+    assert any(not torch.equal(states[0][k], v) for k, v in other.model.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mixed_batch_rows_match_rows_alone(arch, tiny_pairs):
+    """Training batches mix image and text-only rows: each row must encode as it would alone."""
+    session = _session(arch, tiny_pairs)
+    pairs = [next(p for p in tiny_pairs if p.image is None), next(p for p in tiny_pairs if p.image is not None)]
+    enc = session.encode([p.prompt for p in pairs], [p.image for p in pairs], [p.answer for p in pairs],
+                         padding_side="right")
+    with torch.no_grad():
+        both = session.model(**enc.inputs).logits
+        for row, p in enumerate(pairs):
+            one = session.encode([p.prompt], [p.image], [p.answer], padding_side="right")
+            alone = session.model(**one.inputs).logits[0]
+            n = alone.shape[0]
+            assert torch.allclose(both[row, :n], alone, atol=1e-4, rtol=1e-4)
+            assert torch.equal(enc.labels[row, :n], one.labels[0])
+
+
+def test_schedule_and_batches():
+    f = lr_lambda(TrainConfig(warmup_steps=10, min_lr_ratio=0.1), 100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(99) == pytest.approx(0.1) and 0.1 < f(50) < 1.0
+    g = torch.Generator().manual_seed(0)
+    lengths = list(range(100))
+    batches = epoch_batches(100, 8, g, lengths, window=4)
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    assert all(max(b) - min(b) < 32 for b in batches)  # grouped by length
+
+
+def test_empty_pairs_is_a_clean_error():
+    from steerkit.errors import SteerkitError
+
+    session = object()
+    with pytest.raises(SteerkitError):
+        train_vanilla(session, [], TrainConfig(), progress=False)
