@@ -61,8 +61,11 @@ def encode(processor: Any, tokenizer: Any, prompt_spec: PromptSpec, prompts: Seq
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if max_length is not None:
             kwargs.update(truncation=True, max_length=max_length)
-        if processor is not None and present:
-            enc = processor(images=present, **kwargs)
+        if processor is not None and present and len(present) == len(images):
+            # one list per prompt: the only layout Gemma3, Mllama and SmolVLM accept for batches > 1
+            enc = processor(images=[[im] for im in present], **kwargs)
+        elif processor is not None and present:
+            enc = processor(images=present, **kwargs)  # mixed batch: LLaVA and Qwen-VL take a flat list
         elif processor is not None and hasattr(processor, "tokenizer"):
             enc = processor.tokenizer(**kwargs)
         else:

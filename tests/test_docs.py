@@ -252,12 +252,15 @@ def test_docs_have_runnable_examples():
 
 def test_harness_catches_a_wrong_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    page = tmp_path / "bad.md"
-    page.write_text("```console\n$ steerkit adapters list\nno-such-adapter   vision-language\n```\n")
     with pytest.raises(AssertionError, match="expected output line not found"):
         _expect_lines(["no-such-adapter   vision-language"], _run_command("steerkit adapters list", "x"), "x")
-    with pytest.raises(Exception):
+    import click
+
+    with pytest.raises(click.NoSuchOption):
         _parse_only(["apply", "my.yaml", "--no-such-flag"], "x")
+    blocks = parse_blocks(DOCS / "getting-started.md")
+    assert any(b.lang == "python" and not b.classes for b in blocks)
+    assert any(b.lang == "bash" and "no-run" in b.classes for b in blocks)
 
 
 # ----------------------------------------------------------------------------------------- 3. sources

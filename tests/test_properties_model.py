@@ -191,7 +191,7 @@ def any_plan(draw, arch: str, *, ops=("add", "ablate", "clamp"), phases=("prefil
 
 
 # ------------------------------------------------------------------------------------------ properties
-@settings(MODEL, max_examples=12)
+@settings(MODEL, max_examples=15)
 @given(arch=st.sampled_from(ARCHS), data=st.data())
 def test_lambda_zero_is_bit_identical_to_unsteered(arch, data):
     t, _ = session(arch)
@@ -222,7 +222,7 @@ def _separating_gate(feat: torch.Tensor, open_rows: list[bool], scale: float = 1
     return sol[:-1].float(), float(sol[-1])
 
 
-@settings(MODEL, max_examples=14)
+@settings(MODEL, max_examples=20)
 @given(arch=st.sampled_from(ARCHS), data=st.data())
 def test_closed_gate_row_is_bit_identical_and_open_row_changes(arch, data):
     t, s = session(arch)
@@ -298,7 +298,7 @@ def with_positions(arch: str, enc: dict) -> dict:
     return {**enc, "position_ids": (am.long().cumsum(-1) - 1).clamp(min=0)}
 
 
-@settings(MODEL, max_examples=10)
+@settings(MODEL, max_examples=12)
 @given(arch=st.sampled_from(ARCHS), data=st.data())
 def test_batched_equals_one_by_one(arch, data):
     t, _ = session(arch)
@@ -319,7 +319,7 @@ def test_batched_equals_one_by_one(arch, data):
             assert torch.equal(ids[i], single_ids), f"row {i}: batched {ids[i].tolist()} alone {single_ids.tolist()}"
 
 
-@settings(MODEL, max_examples=12)
+@settings(MODEL, max_examples=15)
 @given(arch=st.sampled_from(ARCHS), data=st.data())
 def test_layers_before_the_first_steered_layer_are_untouched(arch, data):
     t, s = session(arch)

@@ -17,7 +17,7 @@ from hypothesis.extra.numpy import arrays
 from steerkit.ops import apply_op, linear_gate
 from steerkit.positions import POSITION_NAMES, decode_masks, last_real_index, prompt_masks, union
 
-FAST = settings(max_examples=150, deadline=None)
+FAST = settings(max_examples=100, deadline=None)
 OPS = ("add", "ablate", "clamp")
 VALUE = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,6 +75,19 @@ def test_only_masked_positions_change(case, op):
     h, r, c, mask, strength, clamp_value = case
     out = apply_op(h, op, r, c, mask, strength, clamp_value)
     assert_bit_identical(out[~mask], h[~mask])
+
+
+@pytest.mark.parametrize("op", ["ablate", "clamp"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_zero_direction_leaves_closed_rows_and_unmasked_positions_alone(op, dtype):
+    """A direction whose norm is 0 in the activation dtype (an all-zero vector, or a tiny one that underflows
+    when cast to float16) must not turn untouched positions into NaN. Row 0 is open, row 1 closed."""
+    h = torch.tensor([[[1.0, -2.0], [0.5, 0.0]], [[3.0, 4.0], [-1.0, 2.0]]], dtype=DTYPES[dtype])
+    r = torch.zeros(2)
+    mask = torch.tensor([[True, False], [True, True]])
+    out = apply_op(h, op, r, torch.tensor([1.0, 0.0]), mask, 1.0, 0.5)
+    assert_bit_identical(out[1], h[1])  # closed row
+    assert_bit_identical(out[0, 1], h[0, 1])  # unmasked position of the open row
 
 
 def _unit_case():

@@ -135,6 +135,25 @@ def _image_token_count(session: Any, pairs: Sequence[TrainPair]) -> int:
     return int(with_img - without)
 
 
+# Families whose forward is ``lm_head(model(...)[0])`` with a plain shifted cross-entropy (no logit
+# soft-capping or scaling): for them the loss is computed on the answer positions only, which skips
+# the vocabulary projection of every prompt token (~15 % of a small model's training FLOPs).
+_PLAIN_HEAD = frozenset({"LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration",
+                         "Qwen2_5_VLForConditionalGeneration", "Qwen2VLForConditionalGeneration",
+                         "LlamaForCausalLM", "Qwen2ForCausalLM"})
+
+
+def answer_loss(model: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens (labels != -100), equal to ``model(..., labels=).loss``."""
+    if type(model).__name__ not in _PLAIN_HEAD or model.get_output_embeddings() is None:
+        return model(**inputs, labels=labels, use_cache=False).loss
+    hidden = model.model(**inputs, use_cache=False)[0]
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
 def train_vanilla(session_or_parts: Any, pairs: Sequence[TrainPair], config: TrainConfig = TrainConfig(),
                   progress: bool = True, *, on_epoch: Optional[Callable[[int, float], None]] = None) -> TrainReport:
     """Fine-tune in place on ``pairs`` with answer-only loss; the model is left in eval mode.
@@ -185,8 +204,7 @@ def train_vanilla(session_or_parts: Any, pairs: Sequence[TrainPair], config: Tra
                     batch = [pairs[i] for i in idx]
                     enc = session.encode([p.prompt for p in batch], [p.image for p in batch],
                                          [p.answer for p in batch], padding_side="right")
-                    out = model(**enc.inputs, labels=enc.labels)
-                    loss = out.loss
+                    loss = answer_loss(model, enc.inputs, enc.labels)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.grad_clip:

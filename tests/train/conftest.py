@@ -19,3 +19,14 @@ def tiny_pairs(tiny_world):
     from steerkit.data.mllmu import train_pairs
 
     return train_pairs(tiny_world)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and far faster than two on a busy machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
