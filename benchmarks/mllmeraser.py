@@ -103,7 +103,15 @@ def run_one(name, model, ratio, seed, session, vanilla_cache, log):
     log(f"{name:<16} {model:<11} f{ratio:<3} s{seed}  lambda={search['chosen']:<6} "
         f"forget cls {pooled(steered.metrics['forget']['classification'], 'accuracy'):.1f}  "
         f"retain cls {pooled(steered.metrics['retain']['classification'], 'accuracy'):.1f}")
-    return {"variant": name, "model": model, "forget_ratio": ratio, "seed": seed, "lambda": search["chosen"],
+    m = bundle.manifest
+    d, g = m.direction, m.gate
+    pgd = d.get("pgd") or {}
+    fwd = d.get("recall", {}).get("n", 0) + d.get("erasure", {}).get("n", 0) + g.get("n_forget", 0) + \
+        g.get("n_retain_fit", 0) + g.get("n_retain_heldout", 0)
+    passes = {"forward": fwd + pgd.get("n", 0) * (pgd.get("steps", 0) + 2),
+              "backward": pgd.get("n", 0) * pgd.get("steps", 0),
+              "selection_forward_prefills": search["n_items"] * (len(search["grid"]) + 1)}
+    return {"variant": name, "passes": passes, "model": model, "forget_ratio": ratio, "seed": seed, "lambda": search["chosen"],
             "strength_search": search, "seconds": {"extract": round(t_extract, 2), "strength_search":
                                                    round(t_search, 2)},
             "gate_fit": bundle.manifest.gate.get("fit"), "pgd": bundle.manifest.direction.get("pgd"),
