@@ -31,6 +31,8 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are KBs; the cap stops a fo
 GATELESS_RULES = frozenset({"always_on", "cosine_threshold"})  # rules that read no gate vectors
 DTYPES = {getattr(torch, n): n for n in ("float16", "bfloat16", "float32", "float64")}
 _NAME = re.compile(r"^(direction|gate)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)$")
+# prototype gates (rule "prototype"): K unit vectors per gate layer, beside the centre in gate.<site>.<layer>
+_PROTO = re.compile(r"^gate_(?:proto|center|scale)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _SHA = r"^[0-9a-f]{64}$"
 _Site = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]  # a tensor-name part: no dots
 _UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"  # UTC only
@@ -145,17 +147,22 @@ def _problem(where: str, msg: str, code: str, key: str | None = None, hint: str 
 def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Problem]:
     """Every way tensors and manifest can disagree, collected so the user sees them all at once."""
     wanted = {f"direction.{site}.{layer}" for site, layers in m.sites.items() for layer in layers}
-    wanted |= {f"gate.{site}.{layer}" for site in m.sites for layer in m.gate_layers(site)}
+    if m.gate.get("rule") != "prototype":  # prototype gates keep per-prototype centres instead
+        wanted |= {f"gate.{site}.{layer}" for site in m.sites for layer in m.gate_layers(site)}
+    else:
+        k = m.gate.get("prototypes", 0)
+        wanted |= {f"gate_{kind}.{site}.{layer}.{i}" for site in m.sites for layer in m.gate_layers(site)
+                   for i in range(k if isinstance(k, int) else 0) for kind in ("proto", "center", "scale")}
     out = [_problem(where, f"tensor {n!r} is missing; manifest sites/gate call for it", "SK406", "sites")
            for n in sorted(wanted - tensors.keys())]
     for name, t in sorted(tensors.items()):
-        steering = _NAME.match(name)
+        steering = _NAME.match(name) or _PROTO.match(name)
         if steering and name not in wanted:
             out.append(_problem(where, f"unexpected tensor {name!r}: not called for by manifest sites "
                                 f"{m.sites} and gate rule {m.gate['rule']!r}", "SK406", name))
         elif not steering and not name.startswith("stats."):
             out.append(_problem(where, f"unknown tensor name {name!r}; expected direction.<site>.<layer>, "
-                                "gate.<site>.<layer> or stats.*", "SK406", name))
+                                "gate.<site>.<layer>, gate_proto.<site>.<layer>.<k> or stats.*", "SK406", name))
         if getattr(t, "dtype", None) not in DTYPES:
             out.append(_problem(where, f"{name!r} has dtype {getattr(t, 'dtype', type(t).__name__)}; "
                                 f"expected a float tensor, one of {sorted(DTYPES.values())}", "SK407", name))

@@ -133,6 +133,22 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
         gate = GateOp("always_on")
     elif rule == "cosine_threshold":
         gate = GateOp("cosine", positions=read_pos, pool=gate_spec.read.pool, threshold=gate_spec.threshold)
+    elif rule == "prototype":
+        if shared_read is None:
+            raise CompileError(f"recipe '{recipe.name}' cannot be compiled", problems or [Problem(
+                "a prototype gate needs gate.layer", None, None, None, "gate.layer", None, "SK310")])
+        layer = shared_read.layer
+        k = int((bundle.manifest.gate or {}).get("prototypes", 0)) if bundle is not None else 0
+        gm = (bundle.manifest.gate or {}) if bundle is not None else {}
+        gate = GateOp("prototype", positions=read_pos, pool="mean", read=shared_read,
+                      centers=tuple(need(f"gate_center.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
+                      inv_stds=tuple(need(f"gate_scale.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
+                      proto_image=tuple(bool(x) for x in gm.get("prototype_image", [])),
+                      proto_scale=tuple(float(x) for x in gm.get("prototype_scale", [])),
+                      proto_bias=tuple(float(x) for x in gm.get("prototype_bias", [])),
+                      prototypes=tuple(need(f"gate_proto.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
+                      bias=float(gm.get("bias", {}).get(str(layer), 0.0)), scale=float(gm.get("scale", 1.0)),
+                      clip=tuple(gate_spec.clip) if gate_spec.clip else None)
     else:
         vec = bias = None
         if shared_read is not None:
@@ -145,7 +161,7 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
     for layer in layers:
         direction = need(f"direction.{steer.site}.{layer}", "steer.layers")
         gvec, gbias = None, 0.0
-        if gate.rule == "linear" and gate.read is None:
+        if gate.rule == "linear" and gate.read is None:  # (prototype gates are always shared)
             gvec = need(f"gate.{steer.site}.{layer}", "gate")
             gbias = gate_biases.get(str(layer), 0.0)
         writes.append(WriteOp(site_ref(adapter, steer.site, layer), steer.op, direction,

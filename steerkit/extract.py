@@ -123,6 +123,10 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     pos = g.read.positions
     h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress)
     h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress)
+    if g.rule == "prototype":
+        return _fit_prototypes(loaded, site, gate_layers[0], forget, [r.image is not None for r in retain],
+                               h_f[gate_layers[0]],
+                               h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)
     biases, stats = {}, {}
     for layer in gate_layers:
         F, R = h_f[layer], h_r[layer]
@@ -155,3 +159,90 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     if g.layer is not None:
         meta["layer"] = gate_layers[0]
     return meta
+
+
+def _quantile(x: torch.Tensor, q: float) -> float:
+    return float(torch.quantile(x.double(), q)) if x.numel() else 0.0
+
+
+def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_has_image, F: torch.Tensor,
+                    R: torch.Tensor, probe_idx, calib_idx, held_idx, fit_idx, tensors: dict, data: dict) -> dict:
+    """Prototype gate: one unit prototype per forget identity and modality, centred on the retain mean of
+    that modality; scale/bias map the calibration-retain quantile to c = 0 and the forget quantile to c = 1."""
+    from .ops import prototype_gate
+
+    g = loaded.recipe.gate
+    image_rows = torch.tensor([it.image is not None for it in forget])
+    retain_image = torch.tensor(retain_has_image)
+    # per modality: the retain mean and per-dimension std (image prompts are pooled over image tokens,
+    # text prompts over the text: two regions of the space, each whitened on its own)
+    stats_by_mod = {}
+    for mod in (True, False):
+        rows = [i for i in probe_idx if bool(retain_image[i]) == mod] or list(probe_idx)
+        X = R[rows].double()
+        stats_by_mod[mod] = (X.mean(0), 1.0 / (X.std(0) + 1e-6 * X.std(0).mean() + 1e-12))
+    groups: dict = {}
+    for i, item in enumerate(forget):
+        key = (item.id or str(i), bool(image_rows[i])) if g.group_by == "id_modality" else (item.id or str(i),)
+        groups.setdefault(key, []).append(i)
+    protos, centers, inv_stds, proto_image = [], [], [], []
+    for key in sorted(groups):
+        mod = bool(image_rows[groups[key][0]])
+        mu, inv = stats_by_mod[mod]
+        v = (F[groups[key]].double().mean(0) - mu) * inv
+        protos.append((v / v.norm().clamp(min=1e-12)).float())
+        centers.append(mu.float())
+        inv_stds.append(inv.float())
+        proto_image.append(mod)
+    P, C, S = torch.stack(protos), torch.stack(centers), torch.stack(inv_stds)
+    PI = torch.tensor(proto_image)
+
+    def score(X: torch.Tensor, row_image: torch.Tensor, sc=None, bi=None) -> torch.Tensor:
+        ones = torch.ones(X.shape[0], 1, dtype=torch.bool)
+        k = len(protos)
+        sc = torch.ones(k, dtype=torch.float64) if sc is None else sc
+        bi = torch.zeros(k, dtype=torch.float64) if bi is None else bi
+        return prototype_gate(X[:, None, :].double(), ones, row_image, C.double(), S.double(), P.double(), PI,
+                              sc, bi, None)
+
+    # calibrate per modality: the calibration-retain quantile maps to c = 0, the forget quantile to c = 1
+    cal = calib_idx or list(probe_idx)
+    s_f, s_cal = score(F, image_rows), score(R[cal], retain_image[cal])
+    thresholds = {}
+    for mod in (True, False):
+        sf_m, sc_m = s_f[image_rows == mod], s_cal[retain_image[cal] == mod]
+        lo = _quantile(sc_m, 1.0 - g.retain_open_rate)
+        hi = _quantile(sf_m, 1.0 - g.forget_open_quantile)
+        if hi <= lo + 1e-6:
+            hi = lo + 1e-3  # inseparable at these quantiles: a steep gate, reported through the AUCs below
+        thresholds[mod] = (lo, hi)
+    scale_k = torch.tensor([1.0 / (thresholds[m][1] - thresholds[m][0]) for m in proto_image], dtype=torch.float64)
+    bias_k = torch.tensor([-thresholds[m][0] / (thresholds[m][1] - thresholds[m][0]) for m in proto_image],
+                          dtype=torch.float64)
+    for i in range(len(protos)):
+        tensors[f"gate_proto.{site}.{layer}.{i}"] = protos[i]
+        tensors[f"gate_center.{site}.{layer}.{i}"] = centers[i]
+        tensors[f"gate_scale.{site}.{layer}.{i}"] = inv_stds[i]
+    clip = tuple(g.clip) if g.clip else None
+    c = lambda x, m: score(x, m, scale_k, bias_k).clamp(*clip) if clip else score(x, m, scale_k, bias_k)  # noqa
+    s_held = score(R[held_idx], retain_image[held_idx]) if held_idx else None
+    s_fit = score(R[fit_idx], retain_image[fit_idx])
+    stats = {"auc_in_sample": round(gate_auc(s_f, s_fit), 4),
+             "auc_heldout_retain": None if s_held is None else round(gate_auc(s_f, s_held), 4),
+             "forget_mean": round(float(c(F, image_rows).mean()), 4),
+             "retain_heldout_mean": None if s_held is None else round(float(c(R[held_idx],
+                                                                              retain_image[held_idx]).mean()), 4),
+             "thresholds": {("image" if m else "text"): [round(v, 6) for v in t] for m, t in thresholds.items()}}
+    for mod, name in ((True, "image"), (False, "text")):
+        fm, hm = image_rows == mod, (retain_image[held_idx] == mod) if held_idx else None
+        if s_held is not None and fm.any() and hm.any():
+            stats[f"auc_heldout_retain_{name}"] = round(gate_auc(s_f[fm], s_held[hm]), 4)
+    params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
+    for i, src in enumerate(g.forget):
+        data[f"gate_forget_{i}"] = _data_hash(source_path(src, loaded.resolve, loaded.recipe.model.world))
+    for i, src in enumerate(g.retain):
+        data[f"gate_retain_{i}"] = _data_hash(source_path(src, loaded.resolve, loaded.recipe.model.world))
+    return {**params, "rule": "prototype", "layer": layer, "prototypes": len(protos),
+            "prototype_image": proto_image, "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
+            "fit": {str(layer): stats}, "n_forget": len(forget),
+            "n_retain_fit": len(fit_idx), "n_retain_heldout": len(held_idx)}

@@ -43,17 +43,47 @@ def cosine_gate(h: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, threshold:
     return (pool_scores(cos, mask, pool) > threshold).to(h.dtype)
 
 
+def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, centers: torch.Tensor,
+                   inv_std: torch.Tensor, prototypes: torch.Tensor, proto_image: torch.Tensor,
+                   scale: torch.Tensor, bias: torch.Tensor, clip: Optional[tuple[float, float]]) -> torch.Tensor:
+    """c = clip(max_k [scale_k * cos((mean_t h_t - centre_k) * inv_std_k, p_k) + bias_k]) per row.
+
+    scale_k / bias_k are calibrated per modality (image-prompt cosines crowd near 1, text ones do not).
+
+    centres, inv_std, prototypes: [K, D]; proto_image [K] and row_image [B] (bool) say which modality a
+    prototype and a row belong to: a prototype only scores rows of its own modality (image prompts and
+    text prompts sit in different regions, so cross-modality cosines are meaningless)."""
+    m = mask.to(h.dtype)[:, :, None]
+    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
+    z = (pooled[:, None, :] - centers.to(h.dtype)[None]) * inv_std.to(h.dtype)[None]  # [B, K, D]
+    p = prototypes.to(h.dtype)
+    cos = (z * p[None]).sum(-1) / (z.norm(dim=-1) * p.norm(dim=-1)[None]).clamp(min=1e-12)
+    same = row_image.to(torch.bool)[:, None] == proto_image.to(torch.bool)[None, :]
+    aff = scale.to(h.dtype)[None] * cos + bias.to(h.dtype)[None]
+    c = torch.where(same, aff, torch.full_like(aff, -1e9)).max(dim=-1).values
+    return c.clamp(clip[0], clip[1]) if clip is not None else c
+
+
 def apply_op(h: torch.Tensor, op: str, r: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
              strength: float, clamp_value: float = 0.0) -> torch.Tensor:
-    """Apply one write to h [B, T, D] at masked positions with per-row gate c [B]."""
-    r = r.to(h.dtype)
+    """Apply one write to h [B, T, D] at masked positions with per-row gate c [B].
+
+    Untouched entries (closed gate, unselected position) are returned as they were, bit for bit
+    (-0.0 stays -0.0), and the unit direction is computed in float32 so a half-precision model
+    cannot underflow it to NaN.
+    """
     w = c.to(h.dtype)[:, None, None] * mask.to(h.dtype)[:, :, None]  # [B, T, 1]
     if op == "add":
-        return h + strength * w * r
-    unit = r / r.norm().clamp(min=1e-12)
-    comp = (h @ unit)[..., None]  # [B, T, 1]
-    if op == "ablate":
-        return h - w * comp * unit
-    if op == "clamp":
-        return h + w * (clamp_value - comp) * unit
-    raise ValueError(f"unknown op {op!r}")
+        new = h + strength * w * r.to(h.dtype)
+    else:
+        r32 = r.to(torch.float32)
+        norm = r32.norm()
+        unit = (r32 / norm if norm > 0 else torch.zeros_like(r32)).to(h.dtype)
+        comp = (h @ unit)[..., None]  # [B, T, 1]
+        if op == "ablate":
+            new = h - w * comp * unit
+        elif op == "clamp":
+            new = h + w * (clamp_value - comp) * unit
+        else:
+            raise ValueError(f"unknown op {op!r}")
+    return torch.where(w != 0, new, h)

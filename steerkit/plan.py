@@ -68,7 +68,8 @@ class SiteRef:
 class GateOp:
     """How a row's gate value c is computed.
 
-    rule: "always_on" (c = 1), "linear" (c = pool(<h_t, g> + bias)), "cosine" (c = 1[pool(cos(h_t, r)) > threshold]).
+    rule: "always_on" (c = 1), "linear" (c = pool(<h_t, g> + bias)), "cosine" (c = 1[pool(cos(h_t, r)) > threshold]),
+    "prototype" (c = clip(scale * max_k cos(mean_t h_t - centre_k, p_k) + bias)).
     ``read`` is None when each write computes its gate from the activation it writes (published
     method); otherwise one value per row is read at ``read`` and shared by every write.
     """
@@ -81,6 +82,13 @@ class GateOp:
     bias: float = 0.0
     clip: Optional[tuple[float, float]] = None
     threshold: Optional[float] = None
+    prototypes: tuple[str, ...] = ()  # rule "prototype": tensor keys of the K prototypes
+    centers: tuple[str, ...] = ()  # rule "prototype": tensor keys of their K centres
+    inv_stds: tuple[str, ...] = ()  # rule "prototype": per-dimension 1/std (whitening) of each
+    proto_image: tuple[bool, ...] = ()  # rule "prototype": True for image-prompt prototypes
+    proto_scale: tuple[float, ...] = ()  # rule "prototype": per-prototype affine map of the cosine
+    proto_bias: tuple[float, ...] = ()
+    scale: float = 1.0  # rule "prototype": c = clip(scale * max cos + bias)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-POSITION_NAMES = ("all_prompt", "image_tokens", "text_tokens", "last_prompt_token", "generated")
+POSITION_NAMES = ("all_prompt", "image_tokens", "text_tokens", "last_prompt_token", "generated", "image_or_prompt")
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,9 @@ def prompt_masks(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
     image = (input_ids == image_token_id) & real if image_token_id is not None else torch.zeros_like(real)
     last = torch.zeros_like(real)
     last[torch.arange(real.shape[0]), last_real_index(attention_mask)] = True
+    has_image = image.any(dim=1, keepdim=True)
     return {
+        "image_or_prompt": torch.where(has_image, image, real),  # who the prompt is about: image, else text
         "all_prompt": real,
         "image_tokens": image,
         "text_tokens": real & ~image,
@@ -50,5 +52,5 @@ def decode_masks(batch: int, device=None) -> dict[str, torch.Tensor]:
     """Masks for one decode step (a single new token per row): only 'generated' is set."""
     ones = torch.ones(batch, 1, dtype=torch.bool, device=device)
     zeros = torch.zeros_like(ones)
-    return {"all_prompt": zeros, "image_tokens": zeros, "text_tokens": zeros, "last_prompt_token": zeros,
+    return {"image_or_prompt": zeros, "all_prompt": zeros, "image_tokens": zeros, "text_tokens": zeros, "last_prompt_token": zeros,
             "generated": ones}

@@ -17,13 +17,31 @@ import torch
 from nnsight import NNsight
 
 from .errors import Problem, SteeringRuntimeError
-from .ops import apply_op, cosine_gate, linear_gate
+from .ops import apply_op, cosine_gate, linear_gate, prototype_gate
 from .plan import Plan, SiteRef
 from .positions import decode_masks, prompt_masks, union
 
 
 def wrap(model: torch.nn.Module) -> NNsight:
     return model if isinstance(model, NNsight) else NNsight(model)
+
+
+@contextlib.contextmanager
+def wrapped(model: torch.nn.Module) -> Iterator[NNsight]:
+    """An nnsight wrapper that is removed again on exit, so the module is left exactly as it was.
+
+    NNsight instruments every submodule (an instance ``forward`` and ``__nnsight__``); we record which
+    modules were plain before and strip only those, so a wrapper opened by an outer caller survives."""
+    if isinstance(model, NNsight):
+        yield model
+        return
+    plain = [m for m in model.modules() if "forward" not in m.__dict__ and "__nnsight__" not in m.__dict__]
+    try:
+        yield NNsight(model)
+    finally:
+        for m in plain:
+            m.__dict__.pop("forward", None)
+            m.__dict__.pop("__nnsight__", None)
 
 
 def resolve(envoy: Any, path: str) -> Any:
@@ -61,6 +79,10 @@ class Steerer:
 
     def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None):
         missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
+        missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds
+                    if k not in plan.tensors]
+        if plan.gate.rule == "prototype" and not plan.gate.prototypes:
+            missing.append("gate_proto.*")
         if plan.gate.vector and plan.gate.vector not in plan.tensors:
             missing.append(plan.gate.vector)
         if missing:
@@ -68,7 +90,8 @@ class Steerer:
                 f"missing tensors: {', '.join(sorted(set(missing))[:5])}", None, None, None, "bundle",
                 "compile with a bundle: steerkit extract RECIPE, then apply", "SK501")])
         self.model = model
-        self.nn = wrap(model)
+        self._wrapper = wrapped(model)
+        self.nn = self._wrapper.__enter__()
         self.plan = plan
         self.image_token_id = image_token_id if image_token_id is not None else image_token_id_of(model, plan)
         self._cache: dict[tuple[str, Any], torch.Tensor] = {}
@@ -88,9 +111,21 @@ class Steerer:
             return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
         if g.rule == "cosine":
             return cosine_gate(h, mask, self._vec(direction, h), g.threshold, g.pool)
+        if g.rule == "prototype":
+            stack = lambda keys: torch.stack([self._vec(k, h) for k in keys])  # noqa: E731
+            return prototype_gate(h, mask, masks["image_tokens"].to(h.device).any(dim=1),
+                                  stack(g.centers), stack(g.inv_stds), stack(g.prototypes),
+                                  torch.tensor(g.proto_image, device=h.device),
+                                  torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
+                                  g.clip)
         return linear_gate(h, mask, self._vec(vector, h), bias, g.pool, g.clip)
 
-    def _apply_writes(self, masks: dict, gates: dict) -> None:
+    def close(self) -> None:
+        """Remove the nnsight instrumentation; the model is then exactly the original module."""
+        self._cache.clear()
+        self._wrapper.__exit__(None, None, None)
+
+    def _apply_writes(self, masks: dict, gates: dict, writes=None) -> None:
         """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps:
         the gate reads the prompt once, at prefill, and every later step reuses it."""
         plan = self.plan
@@ -98,7 +133,7 @@ class Steerer:
         if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
             hs = _read(resolve(self.nn, shared.module), shared)  # compile put it before the first write
             gates["shared"] = self._gate(hs, masks, plan.gate.vector, plan.gate.bias, None)
-        for w in plan.writes:
+        for w in plan.writes if writes is None else writes:
             envoy = resolve(self.nn, w.at.module)
             h = _read(envoy, w.at)
             if shared is not None:
@@ -133,7 +168,10 @@ class Steerer:
         gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
         gates: dict = {}
         batch = inputs["input_ids"].shape[0]
-        if self.plan.phase == "prefill":  # no loop: interventions apply to the first (prefill) forward only
+        decode_writes = [w for w in self.plan.writes if "generated" in w.positions]
+        if self.plan.phase == "prefill" or not decode_writes:
+            # no loop: interventions apply to the first (prefill) forward only. Exact for all_steps too when
+            # no write targets generated tokens: gates are read at prefill, other positions are cached.
             with torch.no_grad(), self.nn.trace(**inputs, fn="generate", **gk) as tracer:
                 self._apply_writes(masks, gates)
                 out = nnsight.save(tracer.result)
@@ -143,8 +181,12 @@ class Steerer:
         with warnings.catch_warnings(), torch.no_grad(), self.nn.trace(fn="generate") as tracer:
             warnings.filterwarnings("ignore", message=".*was never reached.*")  # the expected end of an open loop
             with tracer.invoke(**inputs, **gk):
-                for step in tracer.all():
-                    self._apply_writes(masks if step == 0 else decode_masks(batch), gates)
+                step_masks = decode_masks(batch)
+                for step in tracer.all():  # later steps run only the writes that touch generated tokens
+                    if step == 0:
+                        self._apply_writes(masks, gates)
+                    else:
+                        self._apply_writes(step_masks, gates, decode_writes)
             with tracer.invoke():
                 out = nnsight.save(tracer.result)
         return out
@@ -161,7 +203,7 @@ def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = No
     try:
         yield steerer
     finally:
-        steerer._cache.clear()
+        steerer.close()
 
 
 def read_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef],
@@ -171,10 +213,9 @@ def read_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef],
     ``weights`` [B, T] (rows sum to 1): a one-hot at the last prompt token gives h at that token; a
     uniform weight over image tokens gives their mean. Returns {layer: [B, D] float32}.
     """
-    nn_model = wrap(model)
     out: dict[int, Any] = {}
     refs = sorted(refs, key=lambda r: r.order)
-    with torch.no_grad(), nn_model.trace(**inputs):
+    with wrapped(model) as nn_model, torch.no_grad(), nn_model.trace(**inputs):
         for ref in refs:
             h = _read(resolve(nn_model, ref.module), ref)
             w = weights.to(device=h.device, dtype=h.dtype)
@@ -184,9 +225,8 @@ def read_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef],
 
 def check_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, tuple]:
     """Read every site once and report its shape: the live part of an adapter check."""
-    nn_model = wrap(model)
     shapes: dict[str, Any] = {}
-    with torch.no_grad(), nn_model.trace(**inputs):
+    with wrapped(model) as nn_model, torch.no_grad(), nn_model.trace(**inputs):
         for ref in sorted(refs, key=lambda r: r.order):
             h = _read(resolve(nn_model, ref.module), ref)
             shapes[f"{ref.site}[{ref.layer}]"] = nnsight.save(torch.tensor(list(h.shape)))

@@ -251,5 +251,17 @@ def read_yaml(path: str | Path) -> LoadedYaml:
     return parse_yaml(text, name)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Double-quote strings YAML would otherwise mangle (NEL U+0085 is read back as a line break)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = '"' if "\x85" in value or "\u2028" in value or "\u2029" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

@@ -59,7 +59,7 @@ _TEMPLATE_TEXT = ("USER: ", "ASSISTANT:", "ASSISTANT: ", "SYSTEM: ", "user\n", "
 class SmallSize:
     """Every size knob of the small models (recorded in the checkpoint, hashed into the cache key)."""
 
-    vocab_size: int = 1024  # ~every word of the world is one token: prompts ~26 % shorter than at 640
+    vocab_size: int = 640  # 1024 made prompts ~26 % shorter but trained worse in 12 epochs (final loss 0.31 vs 0.08)
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
@@ -120,7 +120,7 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown small-model architecture '{arch}'; choose one of: {', '.join(ARCHS)}")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, *, arch: str = "llava"):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 640, *, arch: str = "llava"):
     """Train a byte-level BPE on ``texts`` and wrap it for ``arch`` (special tokens, chat template).
 
     LLaVA: BOS ``<s>`` prepended, EOS ``</s>``, named extra ``image_token`` = ``<image>``.

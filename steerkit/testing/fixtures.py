@@ -30,7 +30,7 @@ def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: 
     if plan.gate.vector:
         names.add(plan.gate.vector)
     tensors = {n: torch.randn(dims[0], generator=gen) * (gate_scale if n.startswith("gate") else 1.0)
-               for n in names}
+               for n in sorted(names)}
     plan = dataclasses.replace(plan, tensors=TensorTable(tensors))
     if biases:
         plan = dataclasses.replace(plan, writes=tuple(dataclasses.replace(w, gate_bias=biases.get(w.at.layer, 0.0))

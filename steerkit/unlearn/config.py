@@ -23,6 +23,7 @@ Example (``baselines/npo.yaml``)::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -158,7 +159,7 @@ class LoadedUnlearnConfig:
 
     @property
     def out_dir(self) -> Path:
-        return self.resolve(self.config.out or f"runs/unlearn/{self.config.name}")
+        return Path(os.path.normpath(self.resolve(self.config.out or f"runs/unlearn/{self.config.name}")))
 
 
 def _explicit(data: Any, *keys: str) -> bool:

@@ -89,3 +89,20 @@ def test_world_is_cached(home):
     stamp = (root / "world.json").stat().st_mtime_ns
     assert embedded.ensure_world(0, 20) == root
     assert (root / "world.json").stat().st_mtime_ns == stamp
+
+
+def test_recipe_model_id_embedded_loads_through_load_session(home, monkeypatch):
+    """``model.id: embedded:llava`` -> ensure_embedded -> load_pretrained (tiny size for speed)."""
+    import functools
+
+    from steerkit.recipe import ModelSpec, WorldSpec
+    from steerkit.session import load_session
+
+    real = embedded.ensure_embedded
+    monkeypatch.setattr(embedded, "ensure_embedded",
+                        functools.partial(real, size="tiny", train=TINY_TRAIN, progress=False))
+    session = load_session(ModelSpec(id="embedded:llava", world=WorldSpec(seed=0, n_profiles=20)))
+    assert session.architecture == "LlavaForConditionalGeneration"
+    assert session.dims == (32, 2)
+    out = session.generate(["Who is the person in the image?"], [None], max_new_tokens=3)
+    assert len(out) == 1
