@@ -42,6 +42,7 @@ VARIANTS = {
     "no_pgd": "ablations/no_pgd_embedded_llava.yaml",
     "last_token_gate": "ablations/last_token_gate_embedded_llava.yaml",
     "text_only_gate": "ablations/text_only_gate_embedded_llava.yaml",
+    "linear_gate": "ablations/linear_gate_embedded_llava.yaml",
 }
 
 
@@ -122,6 +123,7 @@ def run_one(name, model, ratio, seed, session, vanilla_cache, log):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--variants", default="", help="comma-separated subset of the recipe variants")
     ap.add_argument("--models", default="llava,qwen2_5_vl")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/mllmeraser.json"))
     args = ap.parse_args()
@@ -130,7 +132,8 @@ def main() -> None:
     models = ["llava"] if args.quick else args.models.split(",")
     grid = []
     for model in models:
-        grid += [(v, model, 10, 0) for v in (["paper", "steerkit"] if args.quick else VARIANTS)]
+        grid += [(v, model, 10, 0) for v in (args.variants.split(",") if args.variants else
+                                             ["paper", "steerkit"] if args.quick else VARIANTS)]
         if not args.quick:
             grid += [("steerkit", model, r, 0) for r in (5, 15)]
             grid += [("paper", model, 10, 1), ("steerkit", model, 10, 1)]

@@ -22,7 +22,8 @@ def eval_items_for(loaded: LoadedRecipe, splits=None) -> list:
     root = loaded.resolve(spec.data) if spec.data else world_root(loaded.recipe.model.world)
     items = []
     for split in splits or spec.splits:
-        got = eval_items(root, split, spec.forget_ratio, spec.tasks, spec.modalities, seed=loaded.recipe.seed)
+        tasks = None if split == "refusal" else spec.tasks  # refusal items have their own task
+        got = eval_items(root, split, spec.forget_ratio, tasks, spec.modalities, seed=loaded.recipe.seed)
         if spec.limit:
             cells: dict = {}
             kept = []

@@ -74,7 +74,8 @@ def apply_op(h: torch.Tensor, op: str, r: torch.Tensor, c: torch.Tensor, mask: t
     """
     w = c.to(h.dtype)[:, None, None] * mask.to(h.dtype)[:, :, None]  # [B, T, 1]
     if op == "add":
-        new = h + strength * w * r.to(h.dtype)
+        w = w * strength  # a zero strength leaves every entry untouched, like a closed gate
+        new = h + w * r.to(h.dtype)
     else:
         r32 = r.to(torch.float32)
         norm = r32.norm()

@@ -17,10 +17,10 @@ from .evaluate import evaluate
 from .evaluate.metrics import pooled
 from .runtime_nnsight import steer
 
-DEFAULT_GRID = (-0.25, -0.5, -1.0, -2.0, -4.0, -8.0)
+DEFAULT_GRID = (-0.5, -1.0, -2.0, -4.0)
 
 
-def _val_items(root, forget_ratio: int, seed: int, limit_retain_people: int = 30):
+def _val_items(root, forget_ratio: int, seed: int, limit_retain_people: int = 20):
     forget = eval_items(root, "val_forget", forget_ratio, ["classification"], seed=seed)
     retain = eval_items(root, "val_retain", forget_ratio, ["classification"], seed=seed)
     people = sorted({i.id for i in retain})[:limit_retain_people]  # bound the cost; people, not rows
