@@ -58,4 +58,6 @@ def demo(out):
     """
     from ..resources import builtin_dir
 
-    _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, ())
+    # outputs go under --out in the current folder, never inside the installed package
+    bundle = str((Path(out) / "bundle.safetensors").resolve())
+    _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, (f"bundle.path={bundle}",))
