@@ -115,7 +115,8 @@ def _pending_params() -> list:
     return params
 
 
-@pytest.mark.parametrize("case", _pending_params())
+@pytest.mark.parametrize("case", _pending_params() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no pending expectations: every fix they waited for has landed"))])
 def test_pending_golden(case: tuple[str, object]) -> None:
     """What the report should say once the fixes named in golden.yaml `pending_reasons` land."""
     kind, key = case
