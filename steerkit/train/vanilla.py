@@ -43,17 +43,19 @@ class TrainConfig:
     max_steps: Optional[int] = None  # stop early (tests); the schedule still spans the full run
     length_grouping: int = 16  # sort pairs by length within windows of this many batches (0: off)
     threads: Optional[int] = None  # torch.set_num_threads during training (None: leave as is)
-    # Augmentations (off by default). shuffle_options: each epoch adds this many copies of every
-    # multiple-choice pair with its A-D options freshly permuted (answer letter moved along), so the
-    # model learns to pick the option that states the fact rather than a memorised letter alone.
-    # image_jitter: every training image is replaced, each time it is used, by a mild random variant
-    # (shift of up to ~6 % of its size, colour gain +/- image_jitter, Gaussian noise).
-    shuffle_options: int = 0
+    # Image augmentation (0: off): each time a training image is used it is replaced by a mild random
+    # variant (edge-padded shift of up to ~6 % of its size, colour gain +/- image_jitter, Gaussian
+    # noise), so recognising a person does not hinge on exact pixels.
     image_jitter: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        # options at their "off" value are left out, so adding an option does not change the cache key
+        # (and force a retrain) of models trained before it existed
+        for name in ("image_jitter", "shuffle_options"):
+            if name in d and not d[name]:
+                del d[name]
         return d
 
 
@@ -133,39 +135,6 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, lengths: 
     return [batches[i] for i in order]
 
 
-_KEYS = ("A", "B", "C", "D")
-
-
-def _option_layout(pair: TrainPair) -> Optional[tuple[list[str], list[str]]]:
-    """(lines, option texts) of a multiple-choice prompt written by ``classification_prompt``."""
-    from ..data.prompts import CLASSIFICATION_SUFFIX
-
-    lines = pair.prompt.split("\n")
-    if len(lines) < 6 or lines[-1] != CLASSIFICATION_SUFFIX or pair.answer.strip() not in _KEYS:
-        return None
-    opts = lines[-5:-1]
-    if not all(line.startswith(k + ": ") for line, k in zip(opts, _KEYS)):
-        return None
-    return lines, [line[len(k) + 2:] for line, k in zip(opts, _KEYS)]
-
-
-def shuffled_option_pairs(pairs: Sequence[TrainPair], copies: int, generator: torch.Generator) -> list[TrainPair]:
-    """``copies`` variants of every multiple-choice pair with permuted options (answer letter follows)."""
-    out: list[TrainPair] = []
-    for p in pairs:
-        layout = _option_layout(p)
-        if layout is None:
-            continue
-        lines, texts = layout
-        right = _KEYS.index(p.answer.strip())
-        for _ in range(copies):
-            perm = torch.randperm(4, generator=generator).tolist()
-            new = [texts[i] for i in perm]
-            prompt = "\n".join(lines[:-5] + [f"{k}: {t}" for k, t in zip(_KEYS, new)] + [lines[-1]])
-            out.append(TrainPair(prompt, _KEYS[perm.index(right)], p.image, p.id))
-    return out
-
-
 def jitter_image(image: Any, strength: float, generator: torch.Generator) -> Any:
     """A mild random variant of a PIL image: edge-padded shift, colour gain and Gaussian noise."""
     import numpy as np
@@ -237,14 +206,13 @@ def train_vanilla(session_or_parts: Any, pairs: Sequence[TrainPair], config: Tra
         gen = torch.Generator().manual_seed(config.seed)
         aug_gen = torch.Generator().manual_seed(config.seed + 1)
         base = list(pairs)
-        n_cls = sum(_option_layout(p) is not None for p in base) if config.shuffle_options else 0
-        n = len(base) + n_cls * config.shuffle_options
+        n = len(base)
         per_epoch = math.ceil(n / config.batch_size)
         total = max(1, int(round(config.epochs * per_epoch)))
         steps = min(total, config.max_steps) if config.max_steps else total
-        base_lengths = None
+        lengths = None
         if config.length_grouping:
-            base_lengths = _approx_lengths(session.tokenizer, base, _image_token_count(session, base))
+            lengths = _approx_lengths(session.tokenizer, base, _image_token_count(session, base))
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -259,18 +227,10 @@ def train_vanilla(session_or_parts: Any, pairs: Sequence[TrainPair], config: Tra
         step, epoch, ema = 0, 0, None
         try:
             while step < steps:
-                epoch_pairs, lengths = base, base_lengths
-                if config.shuffle_options:
-                    extra = shuffled_option_pairs(base, config.shuffle_options, aug_gen)
-                    epoch_pairs = base + extra
-                    if base_lengths is not None:
-                        src = [i for i, p in enumerate(base) if _option_layout(p) is not None
-                               for _ in range(config.shuffle_options)]
-                        lengths = base_lengths + [base_lengths[i] for i in src]
                 for idx in epoch_batches(n, config.batch_size, gen, lengths, config.length_grouping):
                     if step >= steps:
                         break
-                    batch = [epoch_pairs[i] for i in idx]
+                    batch = [base[i] for i in idx]
                     images = [p.image for p in batch]
                     if config.image_jitter:
                         images = [None if im is None else jitter_image(im, config.image_jitter, aug_gen)

@@ -41,7 +41,7 @@ def test_few_steps_lower_the_loss(arch, tiny_pairs):
 
 
 def test_same_seed_same_weights(tiny_pairs):
-    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=3)
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=3, image_jitter=0.08)
     states = []
     for _ in range(2):
         session = _session("llava", tiny_pairs, seed=3)
@@ -49,7 +49,7 @@ def test_same_seed_same_weights(tiny_pairs):
         states.append(session.model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     other = _session("llava", tiny_pairs, seed=3)
-    train_vanilla(other, tiny_pairs, TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=4), progress=False)
+    train_vanilla(other, tiny_pairs, TrainConfig(epochs=1, batch_size=8, max_steps=3, seed=4, image_jitter=0.08), progress=False)
     assert any(not torch.equal(states[0][k], v) for k, v in other.model.state_dict().items())
 
 
@@ -104,3 +104,16 @@ def test_answer_loss_equals_the_models_own_loss(arch, tiny_pairs):
         ours = answer_loss(session.model, enc.inputs, enc.labels)
         theirs = session.model(**enc.inputs, labels=enc.labels).loss
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_image_jitter_is_mild_and_seeded(tiny_pairs):
+    import numpy as np
+
+    from steerkit.train.vanilla import jitter_image
+
+    img = next(p.image for p in tiny_pairs if p.image is not None)
+    a = jitter_image(img, 0.08, torch.Generator().manual_seed(1))
+    b = jitter_image(img, 0.08, torch.Generator().manual_seed(1))
+    assert a.size == img.size and np.array_equal(np.asarray(a), np.asarray(b))
+    diff = np.abs(np.asarray(a, dtype=float) - np.asarray(img, dtype=float))
+    assert 0 < diff.mean() < 40
