@@ -12,6 +12,9 @@ import click
 from .common import guarded
 
 _ARCHS = ("llava", "qwen2_5_vl")
+#: --model fine-tunes pretrained weights: a far smaller learning rate and few epochs (MLLMU-Bench's
+#: vanilla setting) than training a small model from scratch.
+PRETRAINED_FINETUNE = dict(epochs=3.0, batch_size=8, lr=2e-5, warmup_steps=40)
 
 
 def _problem(summary: str, message: str, hint: str, key: str, code: str = "SK720", path: str | None = None):
@@ -56,10 +59,13 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 @click.option("--model", "model_id", help="Fine-tune this Hub id or local checkpoint instead of a small model.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Checkpoint folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs (default: the recipe's).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True),
+              help="Epochs (default: the embedded recipe of --arch, 3 with --model).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Init and shuffling seed.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 3e-3).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default 48).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (default: the embedded recipe of --arch, 2e-5 with --model).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Batch size (default: the embedded recipe of --arch, 8 with --model).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
 @click.option("--size", default="default", show_default=True, help="Small-model size preset (with --arch).")
 @click.option("--embedded", type=click.Choice(_ARCHS),
@@ -84,7 +90,7 @@ def command(data, arch, model_id, out, overwrite, epochs, seed, lr, batch_size, 
     """
     from dataclasses import replace
 
-    from ..models.embedded import ensure_embedded
+    from ..models.embedded import default_train_config, ensure_embedded
 
     if embedded:
         if data or arch or model_id or out:
@@ -106,7 +112,9 @@ def command(data, arch, model_id, out, overwrite, epochs, seed, lr, batch_size, 
     from ..train.vanilla import TrainConfig
 
     configs = _data_configs(data)
-    cfg = TrainConfig(seed=seed)
+    # --arch trains a small model from scratch with the recipe of embedded:ARCH; --model fine-tunes.
+    cfg = (replace(default_train_config(arch), seed=seed) if arch
+           else TrainConfig(seed=seed, **PRETRAINED_FINETUNE))
     cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size,
                                                 max_steps=max_steps).items() if v is not None})
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))  # noqa: E731

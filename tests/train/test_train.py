@@ -117,3 +117,27 @@ def test_image_jitter_is_mild_and_seeded(tiny_pairs):
     assert a.size == img.size and np.array_equal(np.asarray(a), np.asarray(b))
     diff = np.abs(np.asarray(a, dtype=float) - np.asarray(img, dtype=float))
     assert 0 < diff.mean() < 40
+
+
+def test_focus_skips_most_learned_pairs():
+    from steerkit.train.vanilla import focus_order
+
+    last = torch.tensor([0.0] * 80 + [1.0] * 20)
+    batches = focus_order(100, 8, torch.Generator().manual_seed(0), last, threshold=0.02, revisit=0.25)
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen))
+    assert set(range(80, 100)) <= set(seen)  # every unlearned pair
+    assert 5 < sum(i < 80 for i in seen) < 40  # about a quarter of the learned ones
+
+
+def test_per_row_losses_average_to_the_loss(tiny_pairs):
+    from steerkit.train.vanilla import answer_losses
+
+    session = _session("llava", tiny_pairs)
+    pairs = tiny_pairs[::17][:4]
+    enc = session.encode([p.prompt for p in pairs], [p.image for p in pairs], [p.answer for p in pairs],
+                         padding_side="right")
+    with torch.no_grad():
+        loss, rows = answer_losses(session.model, enc.inputs, enc.labels)
+    counts = enc.answer_mask.sum(dim=1).float()
+    assert torch.allclose((rows * counts).sum() / counts.sum(), loss, atol=1e-5)

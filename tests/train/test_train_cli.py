@@ -54,3 +54,14 @@ def test_train_on_user_data_writes_a_loadable_checkpoint(tmp_path, tiny_world):
     assert (out / "steerkit_train.json").is_file()
     model, processor, tok = load_pretrained(out, loader=None)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration" and processor is not None
+
+
+def test_fine_tune_a_checkpoint_with_model(tmp_path, tiny_world):
+    from steerkit.models.zoo import build_tiny, save_tiny
+
+    src = save_tiny(build_tiny("llava"), tmp_path / "base")
+    out = tmp_path / "ft"
+    res = _run(["--data", str(tiny_world), "--model", str(src), "--out", str(out), "--max-steps", "1",
+                "--batch-size", "4", "--quiet"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert (out / "config.json").is_file() and (out / "steerkit_train.json").is_file()
