@@ -144,6 +144,23 @@ def _problem(where: str, msg: str, code: str, key: str | None = None, hint: str 
     return Problem(message=msg, path=where, key_path=key, hint=hint, code=code)
 
 
+def _prototype_lists(gate: dict, where: str) -> list[Problem]:
+    """Per-prototype lists in the manifest: one entry per prototype (linear is optional, older bundles)."""
+    k = gate.get("prototypes", 0)
+    out = []
+    for name, kinds in (("prototype_image", (bool,)), ("prototype_linear", (bool,)),
+                        ("prototype_scale", (int, float)), ("prototype_bias", (int, float))):
+        v = gate.get(name)
+        if v is None and name == "prototype_linear":
+            continue
+        if (not isinstance(v, list) or len(v) != k
+                or not all(isinstance(x, kinds) and (bool not in kinds or type(x) is bool) for x in v)):
+            out.append(_problem(where, f"manifest gate.{name} must list {k} "
+                                f"{'booleans' if bool in kinds else 'numbers'} (one per prototype)", "SK406",
+                                f"gate.{name}"))
+    return out
+
+
 def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Problem]:
     """Every way tensors and manifest can disagree, collected so the user sees them all at once."""
     wanted = {f"direction.{site}.{layer}" for site, layers in m.sites.items() for layer in layers}
@@ -155,6 +172,8 @@ def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Probl
                    for i in range(k if isinstance(k, int) else 0) for kind in ("proto", "center", "scale")}
     out = [_problem(where, f"tensor {n!r} is missing; manifest sites/gate call for it", "SK406", "sites")
            for n in sorted(wanted - tensors.keys())]
+    if m.gate.get("rule") == "prototype":
+        out += _prototype_lists(m.gate, where)
     for name, t in sorted(tensors.items()):
         steering = _NAME.match(name) or _PROTO.match(name)
         if steering and name not in wanted:

@@ -175,27 +175,42 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     image_rows = torch.tensor([it.image is not None for it in forget])
     retain_image = torch.tensor(retain_has_image)
     # per modality: the retain mean and per-dimension std (image prompts are pooled over image tokens,
-    # text prompts over the text: two regions of the space, each whitened on its own)
+    # text prompts over the text: two regions of the space, each whitened on its own); discriminant
+    # prototypes use the full retain covariance instead (shrunk towards its mean variance)
+    linear_mod = {True: g.image_score == "discriminant", False: g.text_score == "discriminant"}
     stats_by_mod = {}
     for mod in (True, False):
         rows = [i for i in probe_idx if bool(retain_image[i]) == mod] or list(probe_idx)
         X = R[rows].double()
-        stats_by_mod[mod] = (X.mean(0), 1.0 / (X.std(0) + 1e-6 * X.std(0).mean() + 1e-12))
+        mu = X.mean(0)
+        if linear_mod[mod]:
+            cov = torch.cov((X - mu).T) if X.shape[0] > 1 else torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype)
+            ridge = g.shrinkage * float(cov.diagonal().mean().clamp(min=1e-12))
+            stats_by_mod[mod] = (mu, torch.linalg.inv(cov + ridge * torch.eye(X.shape[1], dtype=X.dtype)), X)
+        else:
+            stats_by_mod[mod] = (mu, 1.0 / (X.std(0) + 1e-6 * X.std(0).mean() + 1e-12), X)
     groups: dict = {}
     for i, item in enumerate(forget):
         key = (item.id or str(i), bool(image_rows[i])) if g.group_by == "id_modality" else (item.id or str(i),)
         groups.setdefault(key, []).append(i)
-    protos, centers, inv_stds, proto_image = [], [], [], []
+    protos, centers, inv_stds, proto_image, proto_linear = [], [], [], [], []
     for key in sorted(groups):
         mod = bool(image_rows[groups[key][0]])
-        mu, inv = stats_by_mod[mod]
-        v = (F[groups[key]].double().mean(0) - mu) * inv
-        protos.append((v / v.norm().clamp(min=1e-12)).float())
+        mu, inv, X = stats_by_mod[mod]
+        if linear_mod[mod]:
+            v = inv @ (F[groups[key]].double().mean(0) - mu)
+            v = v / ((X - mu) @ v).std().clamp(min=1e-12)  # retain scores have unit spread
+            inv_stds.append(torch.ones_like(mu).float())
+        else:
+            v = (F[groups[key]].double().mean(0) - mu) * inv
+            v = v / v.norm().clamp(min=1e-12)
+            inv_stds.append(inv.float())
+        protos.append(v.float())
         centers.append(mu.float())
-        inv_stds.append(inv.float())
         proto_image.append(mod)
+        proto_linear.append(linear_mod[mod])
     P, C, S = torch.stack(protos), torch.stack(centers), torch.stack(inv_stds)
-    PI = torch.tensor(proto_image)
+    PI, PL = torch.tensor(proto_image), torch.tensor(proto_linear)
 
     def score(X: torch.Tensor, row_image: torch.Tensor, sc=None, bi=None) -> torch.Tensor:
         ones = torch.ones(X.shape[0], 1, dtype=torch.bool)
@@ -203,7 +218,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         sc = torch.ones(k, dtype=torch.float64) if sc is None else sc
         bi = torch.zeros(k, dtype=torch.float64) if bi is None else bi
         return prototype_gate(X[:, None, :].double(), ones, row_image, C.double(), S.double(), P.double(), PI,
-                              sc, bi, None)
+                              sc, bi, None, PL)
 
     # calibrate per modality: the calibration-retain quantile maps to c = 0, the forget quantile to c = 1
     cal = calib_idx or list(probe_idx)
@@ -243,6 +258,6 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     for i, src in enumerate(g.retain):
         data[f"gate_retain_{i}"] = _data_hash(source_path(src, loaded.resolve, loaded.recipe.model.world))
     return {**params, "rule": "prototype", "layer": layer, "prototypes": len(protos),
-            "prototype_image": proto_image, "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
+            "prototype_image": proto_image, "prototype_linear": proto_linear, "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
             "fit": {str(layer): stats}, "n_forget": len(forget),
             "n_retain_fit": len(fit_idx), "n_retain_heldout": len(held_idx)}

@@ -45,21 +45,27 @@ def cosine_gate(h: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, threshold:
 
 def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, centers: torch.Tensor,
                    inv_std: torch.Tensor, prototypes: torch.Tensor, proto_image: torch.Tensor,
-                   scale: torch.Tensor, bias: torch.Tensor, clip: Optional[tuple[float, float]]) -> torch.Tensor:
-    """c = clip(max_k [scale_k * cos((mean_t h_t - centre_k) * inv_std_k, p_k) + bias_k]) per row.
+                   scale: torch.Tensor, bias: torch.Tensor, clip: Optional[tuple[float, float]],
+                   proto_linear: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """c = clip(max_k [scale_k * s_k + bias_k]) per row, with z_k = (mean_t h_t - centre_k) * inv_std_k and
+    s_k = cos(z_k, p_k) for cosine prototypes, <z_k, p_k> for linear (discriminant) ones.
 
     scale_k / bias_k are calibrated per modality (image-prompt cosines crowd near 1, text ones do not).
 
     centres, inv_std, prototypes: [K, D]; proto_image [K] and row_image [B] (bool) say which modality a
     prototype and a row belong to: a prototype only scores rows of its own modality (image prompts and
-    text prompts sit in different regions, so cross-modality cosines are meaningless)."""
+    text prompts sit in different regions, so cross-modality scores are meaningless). proto_linear [K]
+    (bool, default all False) marks discriminant prototypes."""
     m = mask.to(h.dtype)[:, :, None]
     pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
     z = (pooled[:, None, :] - centers.to(h.dtype)[None]) * inv_std.to(h.dtype)[None]  # [B, K, D]
     p = prototypes.to(h.dtype)
-    cos = (z * p[None]).sum(-1) / (z.norm(dim=-1) * p.norm(dim=-1)[None]).clamp(min=1e-12)
+    dot = (z * p[None]).sum(-1)
+    score = dot / (z.norm(dim=-1) * p.norm(dim=-1)[None]).clamp(min=1e-12)
+    if proto_linear is not None and bool(proto_linear.any()):
+        score = torch.where(proto_linear.to(torch.bool)[None, :], dot, score)
     same = row_image.to(torch.bool)[:, None] == proto_image.to(torch.bool)[None, :]
-    aff = scale.to(h.dtype)[None] * cos + bias.to(h.dtype)[None]
+    aff = scale.to(h.dtype)[None] * score + bias.to(h.dtype)[None]
     c = torch.where(same, aff, torch.full_like(aff, -1e9)).max(dim=-1).values
     return c.clamp(clip[0], clip[1]) if clip is not None else c
 

@@ -179,6 +179,14 @@ class PrototypeGate(LinearGateBase):
                                                                    "retain prompts get a gate above 0.")
     forget_open_quantile: float = Field(0.5, gt=0, le=1, description="The forget score quantile mapped to "
                                                                      "a fully open gate (c = 1).")
+    image_score: Literal["cosine", "discriminant"] = Field(
+        "cosine", description="How image-prompt prototypes score a prompt: whitened cosine, or a Fisher "
+                              "discriminant (dot product with Sigma^-1 (mu_k - mu), full retain covariance).")
+    text_score: Literal["cosine", "discriminant"] = Field(
+        "cosine", description="The same for text-only prompts (a name among template words: discriminant "
+                              "separates far better on the embedded models).")
+    shrinkage: float = Field(0.01, gt=0, le=10, description="Discriminant prototypes: ridge added to the "
+                             "retain covariance, as a fraction of its mean variance.")
 
     @model_validator(mode="after")
     def _shared(self) -> "PrototypeGate":

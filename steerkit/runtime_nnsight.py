@@ -117,7 +117,8 @@ class Steerer:
                                   stack(g.centers), stack(g.inv_stds), stack(g.prototypes),
                                   torch.tensor(g.proto_image, device=h.device),
                                   torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
-                                  g.clip)
+                                  g.clip, torch.tensor(g.proto_linear, dtype=torch.bool, device=h.device)
+                                  if g.proto_linear else None)
         return linear_gate(h, mask, self._vec(vector, h), bias, g.pool, g.clip)
 
     def close(self) -> None:

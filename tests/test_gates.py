@@ -297,3 +297,33 @@ def test_registry_and_per_layer_fit():
     assert fits[1].metadata()["rho"] == 0.5
     with pytest.raises(DataError, match="different layers"):
         fit_gates("ridge_linear", forget, {1: retain[1]})
+
+
+def test_prototype_gate_scores_cosine_and_discriminant_prototypes():
+    from steerkit.ops import prototype_gate
+
+    gen = torch.Generator().manual_seed(0)
+    b, t, d, k = 5, 4, 6, 3
+    h, mask = torch.randn(b, t, d, generator=gen), torch.rand(b, t, generator=gen) > 0.3
+    mask[:, 0] = True
+    centers, inv_std = torch.randn(k, d, generator=gen), torch.rand(k, d, generator=gen) + 0.5
+    protos = torch.randn(k, d, generator=gen)
+    row_image, proto_image = torch.tensor([1, 0, 1, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 0], dtype=torch.bool)
+    linear = torch.tensor([False, True, False])
+    scale, bias = torch.tensor([2.0, 0.3, 1.0]), torch.tensor([0.1, -0.2, 0.0])
+    got = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None, linear)
+    m = mask.float()[:, :, None]
+    pooled = (h * m).sum(1) / m.sum(1)
+    for i in range(b):
+        scores = []
+        for j in range(k):
+            if bool(row_image[i]) != bool(proto_image[j]):
+                continue
+            z = (pooled[i] - centers[j]) * inv_std[j]
+            s = z @ protos[j] if linear[j] else torch.nn.functional.cosine_similarity(z, protos[j], dim=0)
+            scores.append(scale[j] * s + bias[j])
+        assert torch.allclose(got[i], torch.stack(scores).max(), atol=1e-5)
+    # without the flag every prototype is a cosine one (bundles written before discriminant prototypes)
+    plain = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None)
+    assert torch.allclose(plain[row_image], got[row_image])
+    assert not torch.allclose(plain[~row_image], got[~row_image])

@@ -17,6 +17,8 @@ GATES = {
     "linear_shared_clipped": "gate: {rule: ridge_linear, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], layer: 0, read: {positions: all_prompt, pool: mean}}",
     "linear_image_max": "gate: {rule: ridge_linear, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], read: {positions: image_tokens, pool: max}, clip: [-1, 1]}",
     "cosine": "gate: {rule: cosine_threshold, threshold: 0.0}",
+    # image and text prompts, cosine and discriminant prototypes (random, see fixtures._random_prototypes)
+    "prototype": "gate: {rule: prototype, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], layer: 0}",
 }
 OPS = {
     "add": "op: add, strength: {lambda: -1.5}",

@@ -31,11 +31,31 @@ def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: 
         names.add(plan.gate.vector)
     tensors = {n: torch.randn(dims[0], generator=gen) * (gate_scale if n.startswith("gate") else 1.0)
                for n in sorted(names)}
+    if plan.gate.rule == "prototype" and not plan.gate.prototypes:
+        plan, extra = _random_prototypes(plan, dims[0], gen)
+        tensors.update(extra)
     plan = dataclasses.replace(plan, tensors=TensorTable(tensors))
     if biases:
         plan = dataclasses.replace(plan, writes=tuple(dataclasses.replace(w, gate_bias=biases.get(w.at.layer, 0.0))
                                                       for w in plan.writes))
     return plan
+
+
+def _random_prototypes(plan, hidden: int, gen: torch.Generator, k: int = 4):
+    """Four prototypes (image/text x cosine/discriminant) with affine maps that leave some rows open."""
+    g, tensors, keys = plan.gate, {}, {"prototypes": [], "centers": [], "inv_stds": []}
+    for i in range(k):
+        for field, kind in (("prototypes", "proto"), ("centers", "center"), ("inv_stds", "scale")):
+            name = f"gate_{kind}.test.{i}"
+            t = torch.randn(hidden, generator=gen)
+            tensors[name] = t.abs() + 0.5 if kind == "scale" else t * (0.1 if kind == "proto" else 0.05)
+            keys[field].append(name)
+    linear = tuple(i % 2 == 1 for i in range(k))
+    gate = dataclasses.replace(g, prototypes=tuple(keys["prototypes"]), centers=tuple(keys["centers"]),
+                               inv_stds=tuple(keys["inv_stds"]), proto_image=tuple(i < k // 2 for i in range(k)),
+                               proto_linear=linear, proto_scale=tuple(0.5 if lin else 2.0 for lin in linear),
+                               proto_bias=(0.5,) * k)
+    return dataclasses.replace(plan, gate=gate), tensors
 
 
 RECIPE_HEAD = """

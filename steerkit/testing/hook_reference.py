@@ -38,7 +38,8 @@ class HookSteerer:
                                   stack(g.centers), stack(g.inv_stds), stack(g.prototypes),
                                   torch.tensor(g.proto_image, device=h.device),
                                   torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
-                                  g.clip)
+                                  g.clip, torch.tensor(g.proto_linear, dtype=torch.bool, device=h.device)
+                                  if g.proto_linear else None)
         return linear_gate(h, mask, self.plan.tensors[vector], bias, g.pool, g.clip)
 
     def _transform(self, ref: SiteRef, h: torch.Tensor) -> torch.Tensor:
