@@ -32,7 +32,7 @@ GATELESS_RULES = frozenset({"always_on", "cosine_threshold"})  # rules that read
 DTYPES = {getattr(torch, n): n for n in ("float16", "bfloat16", "float32", "float64")}
 _NAME = re.compile(r"^(direction|gate)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)$")
 # prototype gates (rule "prototype"): K unit vectors per gate layer, beside the centre in gate.<site>.<layer>
-_PROTO = re.compile(r"^gate_(?:proto|center|scale)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+_PROTO = re.compile(r"^gate_(?:proto|center|scale|whiten)\.([a-z][a-z0-9_]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _SHA = r"^[0-9a-f]{64}$"
 _Site = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]  # a tensor-name part: no dots
 _UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"  # UTC only
@@ -148,10 +148,18 @@ def _prototype_lists(gate: dict, where: str) -> list[Problem]:
     """Per-prototype lists in the manifest: one entry per prototype (linear is optional, older bundles)."""
     k = gate.get("prototypes", 0)
     out = []
-    for name, kinds in (("prototype_image", (bool,)), ("prototype_linear", (bool,)),
+    n_w = gate.get("whitening_matrices", 0)
+    if not isinstance(n_w, int) or isinstance(n_w, bool) or not 0 <= n_w <= 2:
+        return [_problem(where, "manifest gate.whitening_matrices must be 0, 1 or 2", "SK406",
+                         "gate.whitening_matrices")]
+    for name, kinds in (("prototype_image", (bool,)), ("prototype_linear", (bool,)), ("prototype_whiten", (int,)),
                         ("prototype_scale", (int, float)), ("prototype_bias", (int, float))):
         v = gate.get(name)
-        if v is None and name == "prototype_linear":
+        if v is None and name in ("prototype_linear", "prototype_whiten"):
+            continue  # optional: bundles from before these existed
+        if name == "prototype_whiten" and not all(type(x) is int and -1 <= x < n_w for x in v or [None]):
+            out.append(_problem(where, f"manifest gate.prototype_whiten must list {k} integers in "
+                                f"-1..{n_w - 1}", "SK406", "gate.prototype_whiten"))
             continue
         if (not isinstance(v, list) or len(v) != k
                 or not all(isinstance(x, kinds) and (bool not in kinds or type(x) is bool) for x in v)):
@@ -170,6 +178,9 @@ def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Probl
         k = m.gate.get("prototypes", 0)
         wanted |= {f"gate_{kind}.{site}.{layer}.{i}" for site in m.sites for layer in m.gate_layers(site)
                    for i in range(k if isinstance(k, int) else 0) for kind in ("proto", "center", "scale")}
+        n_w = m.gate.get("whitening_matrices", 0)
+        wanted |= {f"gate_whiten.{site}.{layer}.{i}" for site in m.sites for layer in m.gate_layers(site)
+                   for i in range(n_w if isinstance(n_w, int) else 0)}
     out = [_problem(where, f"tensor {n!r} is missing; manifest sites/gate call for it", "SK406", "sites")
            for n in sorted(wanted - tensors.keys())]
     if m.gate.get("rule") == "prototype":
@@ -185,7 +196,8 @@ def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Probl
         if getattr(t, "dtype", None) not in DTYPES:
             out.append(_problem(where, f"{name!r} has dtype {getattr(t, 'dtype', type(t).__name__)}; "
                                 f"expected a float tensor, one of {sorted(DTYPES.values())}", "SK407", name))
-        elif steering and (DTYPES[t.dtype] != m.dtype or tuple(t.shape) != (m.hidden_size,)):
+        elif steering and (DTYPES[t.dtype] != m.dtype or tuple(t.shape) != (
+                (m.hidden_size, m.hidden_size) if name.startswith("gate_whiten.") else (m.hidden_size,))):
             out.append(_problem(where, f"{name!r} is {DTYPES[t.dtype]}{list(t.shape)} but the manifest "
                                 f"says dtype={m.dtype}, hidden_size={m.hidden_size}", "SK407", name))
         elif not bool(torch.isfinite(t).all()):

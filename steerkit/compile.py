@@ -114,15 +114,16 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
     if bundle is not None:
         gate_biases = {str(k): float(v) for k, v in (bundle.manifest.gate or {}).get("bias", {}).items()}
 
-    def need(name: str, key_path: str) -> str:
+    def need(name: str, key_path: str, matrix: bool = False) -> str:
         if bundle is None:
             return name
         t = bundle.tensors.get(name)
+        shape = (hidden, hidden) if matrix else (hidden,)
         if t is None:
             problems.append(Problem(f"bundle has no tensor '{name}'", None, None, None, key_path,
                                     "re-extract the bundle with this recipe's layers and site", "SK321"))
-        elif t.shape != (hidden,):
-            problems.append(Problem(f"tensor '{name}' has shape {tuple(t.shape)}, expected ({hidden},)", None,
+        elif tuple(t.shape) != shape:
+            problems.append(Problem(f"tensor '{name}' has shape {tuple(t.shape)}, expected {shape}", None,
                                     None, None, key_path, "re-extract the bundle", "SK321"))
         else:
             tensors[name] = t
@@ -145,6 +146,9 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
                       inv_stds=tuple(need(f"gate_scale.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
                       proto_image=tuple(bool(x) for x in gm.get("prototype_image", [])),
                       proto_linear=tuple(bool(x) for x in gm.get("prototype_linear", [])),
+                      proto_whiten=tuple(int(x) for x in gm.get("prototype_whiten", [])),
+                      whiten=tuple(need(f"gate_whiten.{steer.site}.{layer}.{m}", "gate", matrix=True)
+                                   for m in range(int(gm.get("whitening_matrices", 0)))),
                       proto_scale=tuple(float(x) for x in gm.get("prototype_scale", [])),
                       proto_bias=tuple(float(x) for x in gm.get("prototype_bias", [])),
                       prototypes=tuple(need(f"gate_proto.{steer.site}.{layer}.{i}", "gate") for i in range(k)),

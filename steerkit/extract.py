@@ -124,8 +124,7 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress)
     h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress)
     if g.rule == "prototype":
-        return _fit_prototypes(loaded, site, gate_layers[0], forget, [r.image is not None for r in retain],
-                               h_f[gate_layers[0]],
+        return _fit_prototypes(loaded, site, gate_layers[0], forget, retain, h_f[gate_layers[0]],
                                h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)
     biases, stats = {}, {}
     for layer in gate_layers:
@@ -165,7 +164,17 @@ def _quantile(x: torch.Tensor, q: float) -> float:
     return float(torch.quantile(x.double(), q)) if x.numel() else 0.0
 
 
-def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_has_image, F: torch.Tensor,
+def _within_person(X: torch.Tensor, ids: list[str]) -> torch.Tensor:
+    """Rows minus their person's mean (people with one row carry no within-person spread and are left
+    out); falls back to rows minus the overall mean when fewer than two people have several rows."""
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(ids):
+        groups.setdefault(pid, []).append(i)
+    parts = [X[rows] - X[rows].mean(0) for rows in groups.values() if len(rows) > 1]
+    return torch.cat(parts) if len(parts) >= 2 else X - X.mean(0)
+
+
+def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_items, F: torch.Tensor,
                     R: torch.Tensor, probe_idx, calib_idx, held_idx, fit_idx, tensors: dict, data: dict) -> dict:
     """Prototype gate: one unit prototype per forget identity and modality, centred on the retain mean of
     that modality; scale/bias map the calibration-retain quantile to c = 0 and the forget quantile to c = 1."""
@@ -173,44 +182,58 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
 
     g = loaded.recipe.gate
     image_rows = torch.tensor([it.image is not None for it in forget])
-    retain_image = torch.tensor(retain_has_image)
-    # per modality: the retain mean and per-dimension std (image prompts are pooled over image tokens,
-    # text prompts over the text: two regions of the space, each whitened on its own); discriminant
-    # prototypes use the full retain covariance instead (shrunk towards its mean variance)
-    linear_mod = {True: g.image_score == "discriminant", False: g.text_score == "discriminant"}
-    stats_by_mod = {}
+    retain_image = torch.tensor([r.image is not None for r in retain_items])
+    # per modality (image prompts are pooled over image tokens, text prompts over the text: two regions
+    # of the space): the retain mean and either the per-dimension spread (cosine), the within-person
+    # covariance as a whitening matrix (whitened_cosine: template variation shared by every person is
+    # divided out, what tells people apart is kept), or the total covariance (discriminant)
+    kind_of = {True: g.image_score, False: g.text_score}
+    retain_ids = [r.id or str(i) for i, r in enumerate(retain_items)]
+    stats_by_mod, whitening = {}, []
     for mod in (True, False):
         rows = [i for i in probe_idx if bool(retain_image[i]) == mod] or list(probe_idx)
         X = R[rows].double()
         mu = X.mean(0)
-        if linear_mod[mod]:
-            cov = torch.cov((X - mu).T) if X.shape[0] > 1 else torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype)
-            ridge = g.shrinkage * float(cov.diagonal().mean().clamp(min=1e-12))
-            stats_by_mod[mod] = (mu, torch.linalg.inv(cov + ridge * torch.eye(X.shape[1], dtype=X.dtype)), X)
+        if kind_of[mod] == "cosine":
+            stats_by_mod[mod] = (mu, 1.0 / (X.std(0) + 1e-6 * X.std(0).mean() + 1e-12), X, -1)
+            continue
+        base = _within_person(X, [retain_ids[i] for i in rows]) if kind_of[mod] == "whitened_cosine" else X - mu
+        cov = base.T @ base / max(1, base.shape[0] - 1)
+        cov = cov + g.shrinkage * float(cov.diagonal().mean().clamp(min=1e-12)) * torch.eye(X.shape[1],
+                                                                                           dtype=X.dtype)
+        if kind_of[mod] == "discriminant":
+            stats_by_mod[mod] = (mu, torch.linalg.inv(cov), X, -1)
         else:
-            stats_by_mod[mod] = (mu, 1.0 / (X.std(0) + 1e-6 * X.std(0).mean() + 1e-12), X)
+            evals, evecs = torch.linalg.eigh(cov)
+            whitening.append((evecs * evals.rsqrt()) @ evecs.T)  # cov^(-1/2), symmetric
+            stats_by_mod[mod] = (mu, whitening[-1], X, len(whitening) - 1)
     groups: dict = {}
     for i, item in enumerate(forget):
         key = (item.id or str(i), bool(image_rows[i])) if g.group_by == "id_modality" else (item.id or str(i),)
         groups.setdefault(key, []).append(i)
-    protos, centers, inv_stds, proto_image, proto_linear = [], [], [], [], []
+    protos, centers, inv_stds, proto_image, proto_linear, proto_whiten = [], [], [], [], [], []
     for key in sorted(groups):
         mod = bool(image_rows[groups[key][0]])
-        mu, inv, X = stats_by_mod[mod]
-        if linear_mod[mod]:
-            v = inv @ (F[groups[key]].double().mean(0) - mu)
+        mu, mat, X, w_idx = stats_by_mod[mod]
+        offset = F[groups[key]].double().mean(0) - mu
+        if kind_of[mod] == "discriminant":
+            v = mat @ offset
             v = v / ((X - mu) @ v).std().clamp(min=1e-12)  # retain scores have unit spread
-            inv_stds.append(torch.ones_like(mu).float())
-        else:
-            v = (F[groups[key]].double().mean(0) - mu) * inv
+        elif kind_of[mod] == "whitened_cosine":
+            v = mat @ offset
             v = v / v.norm().clamp(min=1e-12)
-            inv_stds.append(inv.float())
+        else:
+            v = offset * mat
+            v = v / v.norm().clamp(min=1e-12)
+        inv_stds.append((mat if kind_of[mod] == "cosine" else torch.ones_like(mu)).float())
         protos.append(v.float())
         centers.append(mu.float())
         proto_image.append(mod)
-        proto_linear.append(linear_mod[mod])
+        proto_linear.append(kind_of[mod] == "discriminant")
+        proto_whiten.append(w_idx)
     P, C, S = torch.stack(protos), torch.stack(centers), torch.stack(inv_stds)
-    PI, PL = torch.tensor(proto_image), torch.tensor(proto_linear)
+    PI, PL, PW = torch.tensor(proto_image), torch.tensor(proto_linear), torch.tensor(proto_whiten)
+    WM = torch.stack(whitening) if whitening else None
 
     def score(X: torch.Tensor, row_image: torch.Tensor, sc=None, bi=None) -> torch.Tensor:
         ones = torch.ones(X.shape[0], 1, dtype=torch.bool)
@@ -218,7 +241,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         sc = torch.ones(k, dtype=torch.float64) if sc is None else sc
         bi = torch.zeros(k, dtype=torch.float64) if bi is None else bi
         return prototype_gate(X[:, None, :].double(), ones, row_image, C.double(), S.double(), P.double(), PI,
-                              sc, bi, None, PL)
+                              sc, bi, None, PL, WM, PW)
 
     # calibrate per modality: the calibration-retain quantile maps to c = 0, the forget quantile to c = 1
     cal = calib_idx or list(probe_idx)
@@ -238,6 +261,8 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         tensors[f"gate_proto.{site}.{layer}.{i}"] = protos[i]
         tensors[f"gate_center.{site}.{layer}.{i}"] = centers[i]
         tensors[f"gate_scale.{site}.{layer}.{i}"] = inv_stds[i]
+    for i, mat in enumerate(whitening):
+        tensors[f"gate_whiten.{site}.{layer}.{i}"] = mat.float()
     clip = tuple(g.clip) if g.clip else None
     c = lambda x, m: score(x, m, scale_k, bias_k).clamp(*clip) if clip else score(x, m, scale_k, bias_k)  # noqa
     s_held = score(R[held_idx], retain_image[held_idx]) if held_idx else None
@@ -258,6 +283,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     for i, src in enumerate(g.retain):
         data[f"gate_retain_{i}"] = _data_hash(source_path(src, loaded.resolve, loaded.recipe.model.world))
     return {**params, "rule": "prototype", "layer": layer, "prototypes": len(protos),
-            "prototype_image": proto_image, "prototype_linear": proto_linear, "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
+            "prototype_image": proto_image, "prototype_linear": proto_linear,
+            "prototype_whiten": proto_whiten, "whitening_matrices": len(whitening), "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
             "fit": {str(layer): stats}, "n_forget": len(forget),
             "n_retain_fit": len(fit_idx), "n_retain_heldout": len(held_idx)}

@@ -46,8 +46,10 @@ def cosine_gate(h: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, threshold:
 def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, centers: torch.Tensor,
                    inv_std: torch.Tensor, prototypes: torch.Tensor, proto_image: torch.Tensor,
                    scale: torch.Tensor, bias: torch.Tensor, clip: Optional[tuple[float, float]],
-                   proto_linear: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """c = clip(max_k [scale_k * s_k + bias_k]) per row, with z_k = (mean_t h_t - centre_k) * inv_std_k and
+                   proto_linear: Optional[torch.Tensor] = None, whiten: Optional[torch.Tensor] = None,
+                   proto_whiten: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """c = clip(max_k [scale_k * s_k + bias_k]) per row, with z_k = (mean_t h_t - centre_k) * inv_std_k,
+    then z_k <- W_m z_k when prototype k has a whitening matrix (proto_whiten[k] = m >= 0), and
     s_k = cos(z_k, p_k) for cosine prototypes, <z_k, p_k> for linear (discriminant) ones.
 
     scale_k / bias_k are calibrated per modality (image-prompt cosines crowd near 1, text ones do not).
@@ -55,10 +57,15 @@ def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor,
     centres, inv_std, prototypes: [K, D]; proto_image [K] and row_image [B] (bool) say which modality a
     prototype and a row belong to: a prototype only scores rows of its own modality (image prompts and
     text prompts sit in different regions, so cross-modality scores are meaningless). proto_linear [K]
-    (bool, default all False) marks discriminant prototypes."""
+    (bool, default all False) marks discriminant prototypes; whiten [M, D, D] holds full whitening
+    matrices and proto_whiten [K] (long, -1: none) says which one each prototype uses."""
     m = mask.to(h.dtype)[:, :, None]
     pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)  # [B, D]
     z = (pooled[:, None, :] - centers.to(h.dtype)[None]) * inv_std.to(h.dtype)[None]  # [B, K, D]
+    if whiten is not None and proto_whiten is not None:
+        for w_idx in sorted({int(i) for i in proto_whiten.tolist() if int(i) >= 0}):
+            cols = (proto_whiten == w_idx).nonzero()[:, 0].to(z.device)
+            z[:, cols] = z[:, cols] @ whiten[w_idx].to(h.dtype).T  # one matrix per modality, not per prototype
     p = prototypes.to(h.dtype)
     dot = (z * p[None]).sum(-1)
     score = dot / (z.norm(dim=-1) * p.norm(dim=-1)[None]).clamp(min=1e-12)

@@ -87,6 +87,8 @@ class GateOp:
     inv_stds: tuple[str, ...] = ()  # rule "prototype": per-dimension 1/std (whitening) of each
     proto_image: tuple[bool, ...] = ()  # rule "prototype": True for image-prompt prototypes
     proto_linear: tuple[bool, ...] = ()  # rule "prototype": True for discriminant (dot-product) prototypes
+    whiten: tuple[str, ...] = ()  # rule "prototype": tensor keys of [D, D] whitening matrices
+    proto_whiten: tuple[int, ...] = ()  # rule "prototype": index into whiten per prototype (-1: none)
     proto_scale: tuple[float, ...] = ()  # rule "prototype": per-prototype affine map of the cosine
     proto_bias: tuple[float, ...] = ()
     scale: float = 1.0  # rule "prototype": c = clip(scale * max cos + bias)

@@ -179,14 +179,15 @@ class PrototypeGate(LinearGateBase):
                                                                    "retain prompts get a gate above 0.")
     forget_open_quantile: float = Field(0.5, gt=0, le=1, description="The forget score quantile mapped to "
                                                                      "a fully open gate (c = 1).")
-    image_score: Literal["cosine", "discriminant"] = Field(
-        "cosine", description="How image-prompt prototypes score a prompt: whitened cosine, or a Fisher "
-                              "discriminant (dot product with Sigma^-1 (mu_k - mu), full retain covariance).")
-    text_score: Literal["cosine", "discriminant"] = Field(
-        "cosine", description="The same for text-only prompts (a name among template words: discriminant "
+    image_score: Literal["cosine", "whitened_cosine", "discriminant"] = Field(
+        "cosine", description="How image-prompt prototypes score a prompt: cosine after per-dimension "
+                              "whitening; cosine after full whitening by the within-person covariance of "
+                              "the retain prompts (a D x D matrix in the bundle); or a Fisher discriminant.")
+    text_score: Literal["cosine", "whitened_cosine", "discriminant"] = Field(
+        "cosine", description="The same for text-only prompts (a name among template words: whitened_cosine "
                               "separates far better on the embedded models).")
-    shrinkage: float = Field(0.01, gt=0, le=10, description="Discriminant prototypes: ridge added to the "
-                             "retain covariance, as a fraction of its mean variance.")
+    shrinkage: float = Field(0.01, gt=0, le=10, description="whitened_cosine and discriminant: ridge added "
+                             "to the covariance, as a fraction of its mean variance.")
 
     @model_validator(mode="after")
     def _shared(self) -> "PrototypeGate":

@@ -118,7 +118,8 @@ class Steerer:
                                   torch.tensor(g.proto_image, device=h.device),
                                   torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
                                   g.clip, torch.tensor(g.proto_linear, dtype=torch.bool, device=h.device)
-                                  if g.proto_linear else None)
+                                  if g.proto_linear else None, stack(g.whiten) if g.whiten else None,
+                                  torch.tensor(g.proto_whiten, dtype=torch.long) if g.proto_whiten else None)
         return linear_gate(h, mask, self._vec(vector, h), bias, g.pool, g.clip)
 
     def close(self) -> None:

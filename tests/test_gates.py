@@ -299,7 +299,7 @@ def test_registry_and_per_layer_fit():
         fit_gates("ridge_linear", forget, {1: retain[1]})
 
 
-def test_prototype_gate_scores_cosine_and_discriminant_prototypes():
+def test_prototype_gate_scores_cosine_whitened_and_discriminant_prototypes():
     from steerkit.ops import prototype_gate
 
     gen = torch.Generator().manual_seed(0)
@@ -311,7 +311,10 @@ def test_prototype_gate_scores_cosine_and_discriminant_prototypes():
     row_image, proto_image = torch.tensor([1, 0, 1, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 0], dtype=torch.bool)
     linear = torch.tensor([False, True, False])
     scale, bias = torch.tensor([2.0, 0.3, 1.0]), torch.tensor([0.1, -0.2, 0.0])
-    got = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None, linear)
+    a = torch.randn(d, d, generator=gen)
+    whiten, proto_whiten = (a @ a.T + torch.eye(d))[None], torch.tensor([0, -1, 0])
+    got = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None, linear,
+                         whiten, proto_whiten)
     m = mask.float()[:, :, None]
     pooled = (h * m).sum(1) / m.sum(1)
     for i in range(b):
@@ -320,10 +323,14 @@ def test_prototype_gate_scores_cosine_and_discriminant_prototypes():
             if bool(row_image[i]) != bool(proto_image[j]):
                 continue
             z = (pooled[i] - centers[j]) * inv_std[j]
+            if proto_whiten[j] >= 0:
+                z = whiten[proto_whiten[j]] @ z
             s = z @ protos[j] if linear[j] else torch.nn.functional.cosine_similarity(z, protos[j], dim=0)
             scores.append(scale[j] * s + bias[j])
         assert torch.allclose(got[i], torch.stack(scores).max(), atol=1e-5)
-    # without the flag every prototype is a cosine one (bundles written before discriminant prototypes)
+    # without the flags every prototype is a plain cosine one (bundles from before these options)
     plain = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None)
-    assert torch.allclose(plain[row_image], got[row_image])
-    assert not torch.allclose(plain[~row_image], got[~row_image])
+    unwhitened = prototype_gate(h, mask, row_image, centers, inv_std, protos, proto_image, scale, bias, None,
+                                linear)
+    assert not torch.allclose(plain[~row_image], unwhitened[~row_image])  # the discriminant prototype
+    assert not torch.allclose(unwhitened[row_image], got[row_image])  # the whitened image prototype

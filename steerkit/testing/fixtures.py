@@ -42,7 +42,8 @@ def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: 
 
 
 def _random_prototypes(plan, hidden: int, gen: torch.Generator, k: int = 4):
-    """Four prototypes (image/text x cosine/discriminant) with affine maps that leave some rows open."""
+    """Four prototypes (image/text x cosine/discriminant, two of them fully whitened) with affine maps that
+    leave some rows open."""
     g, tensors, keys = plan.gate, {}, {"prototypes": [], "centers": [], "inv_stds": []}
     for i in range(k):
         for field, kind in (("prototypes", "proto"), ("centers", "center"), ("inv_stds", "scale")):
@@ -51,10 +52,13 @@ def _random_prototypes(plan, hidden: int, gen: torch.Generator, k: int = 4):
             tensors[name] = t.abs() + 0.5 if kind == "scale" else t * (0.1 if kind == "proto" else 0.05)
             keys[field].append(name)
     linear = tuple(i % 2 == 1 for i in range(k))
+    a = torch.randn(hidden, hidden, generator=gen) / hidden ** 0.5
+    tensors["gate_whiten.test.0"] = a @ a.T + torch.eye(hidden)  # a symmetric positive whitening matrix
     gate = dataclasses.replace(g, prototypes=tuple(keys["prototypes"]), centers=tuple(keys["centers"]),
                                inv_stds=tuple(keys["inv_stds"]), proto_image=tuple(i < k // 2 for i in range(k)),
                                proto_linear=linear, proto_scale=tuple(0.5 if lin else 2.0 for lin in linear),
-                               proto_bias=(0.5,) * k)
+                               proto_bias=(0.5,) * k, whiten=("gate_whiten.test.0",),
+                               proto_whiten=tuple(0 if i in (0, 2) else -1 for i in range(k)))
     return dataclasses.replace(plan, gate=gate), tensors
 
 

@@ -39,7 +39,8 @@ class HookSteerer:
                                   torch.tensor(g.proto_image, device=h.device),
                                   torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
                                   g.clip, torch.tensor(g.proto_linear, dtype=torch.bool, device=h.device)
-                                  if g.proto_linear else None)
+                                  if g.proto_linear else None, stack(g.whiten) if g.whiten else None,
+                                  torch.tensor(g.proto_whiten, dtype=torch.long) if g.proto_whiten else None)
         return linear_gate(h, mask, self.plan.tensors[vector], bias, g.pool, g.clip)
 
     def _transform(self, ref: SiteRef, h: torch.Tensor) -> torch.Tensor:
