@@ -1,5 +1,7 @@
-"""Which prototype score separates the forget people? Cosine vs Fisher discriminant, per modality and layer.
+"""Which prototype score separates the forget people? Per modality and layer.
 
+Scores: per-dimension-whitened cosine, cosine after whitening by the within-person covariance, and a
+Fisher discriminant (total covariance), the last two at several shrinkage values.
 On an embedded model (default: LLaVA, world seed 0, forget 10 %), the prompts of every split are read
 once at resid_pre of layers 1-3, pooled as the prototype gate pools them (image tokens of image prompts,
 the whole text of text prompts). Prototypes are fitted on the forget people and the retain people not
@@ -32,7 +34,7 @@ from steerkit.activations import collect  # noqa: E402
 from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.data.items import ContrastItem  # noqa: E402
-from steerkit.extract import _holdout_split  # noqa: E402
+from steerkit.extract import _holdout_split, _within_person  # noqa: E402
 from steerkit.gates import gate_auc  # noqa: E402
 from steerkit.recipe import ModelSpec, WorldSource  # noqa: E402
 from steerkit.session import load_session  # noqa: E402
@@ -46,7 +48,7 @@ def open_share(pos: torch.Tensor, neg: torch.Tensor, fpr: float = 0.01) -> float
     return float((pos > torch.quantile(neg, 1 - fpr)).double().mean())
 
 
-def fit(F: torch.Tensor, fid: list[str], R: torch.Tensor, kind: str, shrinkage: float = 0.01):
+def fit(F: torch.Tensor, fid: list[str], R: torch.Tensor, rid: list[str], kind: str, shrinkage: float = 0.01):
     """The prototype scores of steerkit.extract._fit_prototypes, max over people (before calibration)."""
     mu = R.mean(0)
     ids = sorted(set(fid))
@@ -59,8 +61,19 @@ def fit(F: torch.Tensor, fid: list[str], R: torch.Tensor, kind: str, shrinkage: 
             z = (X - mu) * w
             return ((z @ P.T) / (z.norm(dim=1, keepdim=True) * P.norm(dim=1)[None]).clamp(min=1e-12)).max(1).values
         return score
-    cov = torch.cov((R - mu).T)
-    inv = torch.linalg.inv(cov + shrinkage * cov.diagonal().mean() * torch.eye(R.shape[1], dtype=R.dtype))
+    base = _within_person(R, rid) if kind == "whitened_cosine" else R - mu
+    cov = base.T @ base / (base.shape[0] - 1)
+    cov = cov + shrinkage * cov.diagonal().mean() * torch.eye(R.shape[1], dtype=R.dtype)
+    if kind == "whitened_cosine":
+        evals, evecs = torch.linalg.eigh(cov)
+        W = (evecs * evals.rsqrt()) @ evecs.T
+        P = (means - mu) @ W
+
+        def wscore(X):
+            z = (X - mu) @ W
+            return ((z @ P.T) / (z.norm(dim=1, keepdim=True) * P.norm(dim=1)[None]).clamp(min=1e-12)).max(1).values
+        return wscore
+    inv = torch.linalg.inv(cov)
     G = (means - mu) @ inv
     G = G / ((R - mu) @ G.T).std(0)[:, None]
     return lambda X: ((X - mu) @ G.T).max(1).values
@@ -115,17 +128,18 @@ def main() -> None:
         neg_rows = lambda image: [get(image, "retain", "held"), get(image, "utility")]  # noqa: E731
         for image, mod in ((False, "text"), (True, "image")):
             F, T, R = get(image, "forget"), get(image, "test"), get(image, "retain", "fit")
-            fid = acts[(image, "forget", "all")][1]
+            fid, rid = acts[(image, "forget", "all")][1], acts[(image, "retain", "fit")][1]
             table = {}
-            for kind, shrink in [("cosine", None)] + [("discriminant", s) for s in SHRINKAGE]:
-                score = fit(F, fid, R, kind, shrink or 0.0)
+            for kind, shrink in [("cosine", None)] + [(k, s) for k in ("whitened_cosine", "discriminant")
+                                                       for s in SHRINKAGE]:
+                score = fit(F, fid, R, rid, kind, shrink or 0.0)
                 negs = neg_rows(image) + ([get(image, "retain", "held_aug")] if image else [])
                 neg = torch.cat([score(x) for x in negs])
                 name = kind if shrink is None else f"{kind}_{shrink}"
                 table[name] = row(score(F), score(T), neg)
                 if image and kind == "cosine":
                     aug_id = acts[(True, "forget", "aug")][1]
-                    s_aug = fit(torch.cat([F, get(True, "forget", "aug")]), fid + aug_id, R, kind)
+                    s_aug = fit(torch.cat([F, get(True, "forget", "aug")]), fid + aug_id, R, rid, kind)
                     neg = torch.cat([s_aug(x) for x in negs])
                     table["cosine_fit_on_transformed_copies"] = row(s_aug(F), s_aug(T), neg)
             results[mod][str(layer)] = table

@@ -3,8 +3,10 @@
 A deployed system cannot know which task a prompt belongs to, so one lambda serves every task
 (the authors tuned one per task). The search evaluates classification on ``val_forget`` (forget
 people, unseen wordings and image transforms) and ``val_retain`` (other people), and picks the
-strength that forgets most while keeping val_retain within ``max_retain_drop`` points of vanilla.
-Every candidate's figures are returned, so the choice is reported, not hand-picked.
+strength that forgets most while keeping val_retain within ``max_retain_drop`` points of vanilla
+(default 3, the retain tolerance the benchmark is judged by: with 20 val_retain people, 0.5 point is one
+answer, so a tighter rule decides on a handful of answers). Every candidate's figures are returned, so
+the choice is reported, not hand-picked.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _acc(result, split: str) -> float:
 
 
 def search_strength(session, plan, root, *, forget_ratio: int = 10, seed: int = 0,
-                    grid: Sequence[float] = DEFAULT_GRID, max_retain_drop: float = 2.0,
+                    grid: Sequence[float] = DEFAULT_GRID, max_retain_drop: float = 3.0,
                     batch_size: int = 64, progress: bool = False) -> dict:
     """Evaluate each strength on the validation split; return the table and the chosen strength."""
     items = _val_items(root, forget_ratio, seed)
