@@ -8,6 +8,9 @@ the nesting of vanilla.json), benchmarks/results/unlearning.md and benchmarks/re
 
   python benchmarks/unlearning.py                                   # LLaVA, forget 10 %, every method
   python benchmarks/unlearning.py --models llava,qwen2_5_vl --ratios 5,10,15 --methods ga,npo,steerkit
+
+steerkit's recipe and the paper configuration are read from results/eraser.json when that file has the
+cell (run benchmarks/eraser.py first); a rerun replaces only the cells it measures.
 """
 
 from __future__ import annotations
@@ -64,10 +67,28 @@ def run_steering(variant_name: str, model: str, ratio: int) -> dict:
             "selection": "lambda from the validation grid (steerkit.strength.search_strength)"}
 
 
+def from_eraser(method: str, model: str, ratio: int) -> dict | None:
+    """steerkit's recipe and the paper configuration as measured by benchmarks/eraser.py (same model, data,
+    metrics and subprocess accounting), so they are not extracted twice."""
+    path = ROOT / "benchmarks/results/eraser.json"
+    if method not in ("steerkit", "paper") or not path.exists():
+        return None
+    cell = json.loads(path.read_text()).get(model, {}).get(f"forget_{ratio}")
+    run = cell if method == "steerkit" else (cell or {}).get("paper")
+    if not run or "steered" not in run:
+        return None
+    sec = run["pipeline_seconds"]
+    return {"metrics": run["steered"], "vanilla": cell["vanilla"], "seconds": sec["extract"],
+            "selection_seconds": sec["strength_search"], "lambda": run["lambda"], "params_changed": 0,
+            "trainable_params": 0, "peak_rss_mb": run["peak_memory_mb"], "passes": cell.get("passes", {})
+            if method == "steerkit" else {}, "source": "benchmarks/results/eraser.json",
+            "selection": "lambda from the validation grid (steerkit.strength.search_strength)"}
+
+
 def one(method: str, model: str, ratio: int, out: str) -> None:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("STEERKIT_BENCH_THREADS", "2")))
     t0 = time.perf_counter()
     result = run_baseline(method, model, ratio) if method in BASELINES else run_steering(method, model, ratio)
     result["wall_seconds"] = round(time.perf_counter() - t0, 2)
@@ -148,15 +169,18 @@ def main() -> None:
         method, model, ratio, out = args.one
         one(method, model, int(ratio), out)
         return
-    entries = []
     results = ROOT / "benchmarks/results"
     results.mkdir(parents=True, exist_ok=True)
+    previous = results / "unlearning.json"
+    # a rerun replaces the cells it measures and keeps the others
+    entries = json.loads(previous.read_text()).get("entries", []) if previous.exists() else []
     for model in args.models.split(","):
         for ratio in map(int, args.ratios.split(",")):
             for method in args.methods.split(","):
                 print(f"== {method} {model} forget {ratio}", file=sys.stderr, flush=True)
+                entries = [e for e in entries if (e["method"], e["model"], e["forget_ratio"]) != (method, model, ratio)]
                 entries.append({"method": method, "model": model, "forget_ratio": ratio,
-                                **child(method, model, ratio)})
+                                **(from_eraser(method, model, ratio) or child(method, model, ratio))})
                 vanilla = next((e["vanilla"] for e in entries if e.get("vanilla")), None)
                 data = {"entries": entries, "date": time.strftime("%Y-%m-%d"),
                         "vanilla": vanilla}

@@ -70,12 +70,28 @@ def resolve_adapter(loaded: LoadedRecipe, config: Optional[dict]) -> Adapter:
         "set model.adapter to a name from `steerkit adapters list`", "SK403")])
 
 
-def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None) -> Optional[Path]:
-    if override:
-        return Path(override)
-    if loaded.recipe.bundle is None:
+def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_writing: bool = False
+                ) -> Optional[Path]:
+    """The bundle file to read (or write): ``--bundle``/``-o`` first, else ``bundle.path``.
+
+    Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
+    Hub cache); see ``steerkit.bundle_source``."""
+    from .bundle_source import DEFAULT_FILE, fetch_hub, is_hub, local_bundle
+
+    spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
+    if spec is None:
         return None
-    return loaded.resolve(loaded.recipe.bundle.path)
+    if is_hub(spec):
+        if for_writing:
+            raise RecipeError("cannot write a bundle to the Hub", [Problem(
+                f"{spec} is a Hub reference", str(loaded.path), None, None, "bundle.path",
+                "write it locally (-o runs/bundle.safetensors), then upload the file with huggingface_hub",
+                "SK205")])
+        return fetch_hub(spec)
+    path = Path(spec) if override else loaded.resolve(spec)
+    if path.is_dir():
+        return path / DEFAULT_FILE if for_writing else local_bundle(path)
+    return path
 
 
 def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,

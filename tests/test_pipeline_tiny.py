@@ -83,3 +83,55 @@ def test_validate_and_compile_without_weights(workdir):
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", "steer.layers.start=5"])
     assert r.exit_code == 2 and "steer.layers" in r.output and "Traceback" not in r.output
+
+
+def _share_as_hub_folder(workdir, name: str) -> Path:
+    """A folder laid out like a Hub model repository holding the extracted bundle."""
+    import shutil
+
+    repo = workdir / "hub" / name
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "out/bundle.safetensors").exists():
+        assert CliRunner().invoke(cli, ["extract", str(workdir / "recipe.yaml")]).exit_code == 0
+    shutil.copy(workdir / "out/bundle.safetensors", repo / "bundle.safetensors")
+    (repo / "README.md").write_text("---\nlibrary_name: steerkit\n---\nAn erasure bundle.\n")
+    return repo
+
+
+def test_bundle_from_a_hub_like_folder(workdir):
+    repo = _share_as_hub_folder(workdir, "org__erase")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["apply", str(workdir / "recipe.yaml"), "--bundle", str(repo), "--prompt",
+                            "Where was the person born?", "--max-new-tokens", "2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", f"bundle.path={repo}"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    (repo / "other.safetensors").write_bytes((repo / "bundle.safetensors").read_bytes())
+    (repo / "bundle.safetensors").rename(repo / "third.safetensors")
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", f"bundle.path={repo}"])
+    assert r.exit_code == 2 and "SK422" in r.output and "other.safetensors" in r.output, r.output
+
+
+def test_bundle_from_a_hub_repository_id(workdir, monkeypatch):
+    import huggingface_hub
+
+    repo = _share_as_hub_folder(workdir, "org__erase2")
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, **kw):  # stands in for the Hub cache: no network here
+        calls.append((repo_id, filename, revision))
+        if repo_id != "org/erase2":
+            raise huggingface_hub.errors.RepositoryNotFoundError("404 Client Error: repository not found")
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", "bundle.path=hf://org/erase2@v1"])
+    assert r.exit_code == 0, r.output
+    assert calls[-1] == ("org/erase2", "bundle.safetensors", "v1")
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", "bundle.path=hf://org/missing"])
+    assert r.exit_code == 2 and "SK421" in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(cli, ["compile", str(workdir / "recipe.yaml"), "--set", "bundle.path=hf://bad"])
+    assert r.exit_code == 2 and "SK420" in r.output, r.output
+    r = runner.invoke(cli, ["extract", str(workdir / "recipe.yaml"), "-o", "hf://org/erase2"])
+    assert r.exit_code == 2 and "cannot write a bundle to the Hub" in r.output, r.output

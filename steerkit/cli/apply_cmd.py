@@ -28,7 +28,7 @@ def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 @click.command("apply")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--bundle", type=click.Path(dir_okay=False), help="Bundle to use (default: the recipe's).")
+@click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="jsonl: {prompt, image?} per line.")
 @click.option("--prompt", help="A single prompt (instead of --input).")
 @click.option("--image", type=click.Path(dir_okay=False), help="Image for --prompt.")

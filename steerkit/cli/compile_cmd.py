@@ -9,7 +9,7 @@ from .common import guarded, set_option
 
 @click.command("compile")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--bundle", type=click.Path(dir_okay=False), help="Bundle to compile against (default: recipe's).")
+@click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: recipe's).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @set_option
 @guarded

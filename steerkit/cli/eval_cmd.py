@@ -31,7 +31,7 @@ def _run(recipe_path, bundle, out, overrides):
 
 @click.command("eval")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--bundle", type=click.Path(dir_okay=False), help="Bundle to use (default: the recipe's).")
+@click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: eval.out).")
 @set_option
 @guarded

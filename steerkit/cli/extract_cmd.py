@@ -27,7 +27,7 @@ def command(recipe: str, out: str | None, overrides: tuple[str, ...]) -> None:
     from ..session import load_session
 
     loaded = load_recipe(recipe, list(overrides))
-    path = bundle_path(loaded, out)
+    path = bundle_path(loaded, out, for_writing=True)
     if path is None:
         raise RecipeError("nowhere to write the bundle", [Problem("no bundle.path and no -o", recipe, None, None,
                                                                   "bundle.path", "pass -o BUNDLE", "SK205")])
