@@ -79,7 +79,18 @@ def main() -> None:
     ap.add_argument("--variants", default="steerkit,paper", help="paper runs at forget 10 %% only")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/eraser.json"))
     ap.add_argument("--cell", help=argparse.SUPPRESS)  # variant:model:ratio:seed, run in this process
+    ap.add_argument("--render", action="store_true", help="only rewrite eraser.md from eraser.json")
     args = ap.parse_args()
+    if args.render:
+        out = Path(args.out)
+        results = json.loads(out.read_text())
+        results["seeds"] = seed_summary(results)
+        fit = ROOT / "benchmarks/results/gate_fit.json"
+        if fit.exists():
+            results["gate_fit"] = json.loads(fit.read_text())
+        _write(out, results)
+        out.with_suffix(".md").write_text(render(results))
+        return
     if args.cell:
         v, m, r, s = args.cell.split(":")
         print(json.dumps(run_one_cell(v, m, int(r), int(s))))
@@ -111,8 +122,90 @@ def main() -> None:
     fit = ROOT / "benchmarks/results/gate_fit.json"
     if fit.exists():
         results["gate_fit"] = json.loads(fit.read_text())
+    results["seeds"] = seed_summary(results)
     _write(out, results)
+    out.with_suffix(".md").write_text(render(results))
     print(f"wrote {out}", file=sys.stderr)
+
+
+def _acc(scores: dict, split: str, mod: str) -> float | None:
+    return scores.get(split, {}).get("classification", {}).get(mod, {}).get("accuracy")
+
+
+def _pair(scores: dict, split: str) -> str:
+    vals = [_acc(scores, split, m) for m in ("vqa", "qa")]
+    return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
+
+
+def render(results: dict) -> str:
+    """The acceptance table: classification accuracy VQA / QA per cell, vanilla and steered side by side."""
+    lines = ["Classification accuracy (%), VQA / QA, greedy, zero-shot; lambda chosen on Val_Set per cell. "
+             "steerkit = the shipped embedded recipe; paper = the published configuration.", "",
+             "| model | cell | method | lambda | forget | test | retain | utility | privacy refusals | "
+             "gate AUC vqa / qa | pipeline s | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model, cells in results.items():
+        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds"):
+            continue
+        for key, c in sorted(cells.items()):
+            if "vanilla" not in c:
+                continue
+            ref = lambda sc: " / ".join(f"{sc['refusal']['refusal'][m]['refusal_rate']:.0f}"  # noqa: E731
+                                        for m in ("vqa", "qa")) if "refusal" in sc else "-"
+            lines.append(f"| {model} | {key} | vanilla | - | {_pair(c['vanilla'], 'forget')} | "
+                         f"{_pair(c['vanilla'], 'test')} | {_pair(c['vanilla'], 'retain')} | "
+                         f"{_pair(c['vanilla'], 'utility')} | {ref(c['vanilla'])} | - | - | - |")
+            for name, run in (("steerkit", c if "steered" in c else None), ("paper", c.get("paper"))):
+                if not run:
+                    continue
+                auc = run.get("gate", {}).get("by_modality", {})
+                auc_s = " / ".join(f"{auc.get(m, {}).get('auc', {}).get('forget_vs_retain', float('nan')):.2f}"
+                                   for m in ("vqa", "qa"))
+                lines.append(f"| {model} | {key} | {name} | {run['lambda']} | {_pair(run['steered'], 'forget')} | "
+                             f"{_pair(run['steered'], 'test')} | {_pair(run['steered'], 'retain')} | "
+                             f"{_pair(run['steered'], 'utility')} | {ref(run['steered'])} | {auc_s} | "
+                             f"{run['pipeline_seconds']['total']} | {run['peak_memory_mb']} |")
+    seeds = results.get("seeds")
+    if seeds:
+        lines += ["", "Over world seeds (forget 10 %, steerkit recipe): mean +- std of classification accuracy.", "",
+                  "| model | seeds | split | vanilla VQA | steered VQA | vanilla QA | steered QA |",
+                  "|---|---|---|---|---|---|---|"]
+        for model, agg in seeds.items():
+            for split, cell in agg["splits"].items():
+                lines.append(f"| {model} | {agg['seeds']} | {split} | " + " | ".join(
+                    f"{cell[k]['mean']:.1f} +- {cell[k]['std']:.1f}" for k in
+                    ("vanilla_vqa", "steered_vqa", "vanilla_qa", "steered_qa")) + " |")
+    fit = results.get("gate_fit")
+    if fit:
+        lines += ["", f"Gate fit at d = {fit['setting']['d']}, {fit['setting']['layers']} layers, "
+                  f"{fit['setting']['forget_rows']} forget / {fit['setting']['retain_rows']} retain rows: "
+                  f"{fit['ours_total_seconds']} s in all (target <= 60 s); the naive d x d route "
+                  f"{fit['naive_per_layer_seconds']} s per layer vs {fit['ours_per_layer_seconds']} s "
+                  f"(ratio {fit['naive_vs_ours_ratio_median']})."]
+    return "\n".join(lines) + "\n"
+
+
+def seed_summary(results: dict) -> dict:
+    """Mean and spread over the world seeds measured at forget 10 % (steerkit recipe)."""
+    import statistics
+
+    out = {}
+    for model, cells in results.items():
+        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds"):
+            continue
+        runs = [c for k, c in cells.items() if (k == "forget_10" or k.startswith("forget_10_seed")) and "steered" in c]
+        if len(runs) < 2:
+            continue
+        agg = {}
+        for split in ("forget", "test", "retain", "utility"):
+            cell = {}
+            for which in ("vanilla", "steered"):
+                for mod in ("vqa", "qa"):
+                    vals = [_acc(r[which], split, mod) for r in runs]
+                    cell[f"{which}_{mod}"] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals),
+                                              "values": vals}
+            agg[split] = cell
+        out[model] = {"seeds": len(runs), "splits": agg}
+    return out
 
 
 def _write(out: Path, results: dict) -> None:
