@@ -19,7 +19,8 @@ SITE_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
 
 
 class TensorTable(Mapping[str, torch.Tensor]):
-    """Immutable name -> 1-D float tensor table, hashed and compared by content."""
+    """Immutable name -> float tensor table (1-D vectors; 2-D gate whitening matrices), hashed and
+    compared by content."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]):
         self._t = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in sorted(tensors.items())}
@@ -131,6 +132,33 @@ class Plan:
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def dumps(self) -> bytes:
+        """The whole plan, tensors included, as safetensors bytes (the plan JSON in its metadata): what a
+        remote worker needs to run it, and nothing that executes on load."""
+        import safetensors.torch
+
+        meta = asdict(self)
+        meta.pop("tensors")
+        return safetensors.torch.save(dict(self.tensors), metadata={"steerkit.plan": json.dumps(meta)})
+
+    @classmethod
+    def loads(cls, data: bytes) -> "Plan":
+        """Inverse of ``dumps``; the result equals the original (same sha256)."""
+        import safetensors.torch
+
+        try:
+            tensors = safetensors.torch.load(data)
+            n = int.from_bytes(data[:8], "little")  # safetensors: u64 header length, then the JSON header
+            d = json.loads(json.loads(data[8:8 + n])["__metadata__"]["steerkit.plan"])
+            g = d["gate"]
+            gate = GateOp(**{**g, "read": SiteRef(**g["read"]) if g["read"] else None,
+                             **{k: tuple(v) for k, v in g.items() if isinstance(v, list)}})
+            writes = tuple(WriteOp(**{**w, "at": SiteRef(**w["at"]), "positions": tuple(w["positions"])})
+                           for w in d["writes"])
+            return cls(**{**d, "gate": gate, "writes": writes, "tensors": TensorTable(tensors)})
+        except Exception as e:  # corrupt or foreign bytes: one clear error, never a half-built plan
+            raise ValueError(f"not a serialised steerkit plan: {type(e).__name__}: {e}") from None
 
     @property
     def written_layers(self) -> list[int]:
