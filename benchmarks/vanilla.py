@@ -1,4 +1,5 @@
-"""Vanilla scores of the embedded models: every split x modality x task, plus training seconds.
+"""Vanilla scores of the embedded models: every split x modality x task (and the
+privacy-refusal split), plus training seconds.
 
 Evaluates each embedded model (trained and cached on first use) on forget / test / retain / utility,
 greedy, zero-shot, and writes benchmarks/results/vanilla.json:
@@ -44,7 +45,7 @@ def main() -> None:
         meta = read_meta(path) or {}
         session = load_session(ModelSpec(id=f"embedded:{model}"))
         items = []
-        for split in ("forget", "test", "retain", "utility"):
+        for split in ("forget", "test", "retain", "utility", "refusal"):
             items += eval_items(world, split, args.forget_ratio, seed=0)
         gen, _ = make_fns(session)
         t0 = time.perf_counter()
@@ -52,6 +53,7 @@ def main() -> None:
         results[model] = {"scores": res.metrics, "eval_seconds": round(time.perf_counter() - t0, 1),
                           "n_items": len(items), "forget_ratio": args.forget_ratio,
                           "train_seconds": round(meta.get("train_report", {}).get("wall_s", float("nan")), 1),
+                          "train_threads": meta.get("threads"), "train_steps": meta.get("train_report", {}).get("steps"),
                           "train_threads_note": "wall time on a shared 2-core machine; see the closing note",
                           "parameters": meta.get("parameters"), "checkpoint": path.name,
                           "date": time.strftime("%Y-%m-%d")}

@@ -176,8 +176,9 @@ def _within_person(X: torch.Tensor, ids: list[str]) -> torch.Tensor:
 
 def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_items, F: torch.Tensor,
                     R: torch.Tensor, probe_idx, calib_idx, held_idx, fit_idx, tensors: dict, data: dict) -> dict:
-    """Prototype gate: one unit prototype per forget identity and modality, centred on the retain mean of
-    that modality; scale/bias map the calibration-retain quantile to c = 0 and the forget quantile to c = 1."""
+    """Prototype gate: one prototype per forget identity and modality, centred on the retain mean of that
+    modality and scored as gate.image_score / gate.text_score say; scale/bias map the calibration-retain
+    quantile to c = 0 and the forget quantile to c = 1."""
     from .ops import prototype_gate
 
     g = loaded.recipe.gate
@@ -284,6 +285,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         data[f"gate_retain_{i}"] = _data_hash(source_path(src, loaded.resolve, loaded.recipe.model.world))
     return {**params, "rule": "prototype", "layer": layer, "prototypes": len(protos),
             "prototype_image": proto_image, "prototype_linear": proto_linear,
-            "prototype_whiten": proto_whiten, "whitening_matrices": len(whitening), "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
+            "prototype_whiten": proto_whiten, "whitening_matrices": len(whitening),
+            "prototype_scale": scale_k.tolist(), "prototype_bias": bias_k.tolist(),
             "fit": {str(layer): stats}, "n_forget": len(forget),
             "n_retain_fit": len(fit_idx), "n_retain_heldout": len(held_idx)}
