@@ -43,6 +43,8 @@ VARIANTS = {
     "last_token_gate": "ablations/last_token_gate_embedded_llava.yaml",
     "text_only_gate": "ablations/text_only_gate_embedded_llava.yaml",
     "linear_gate": "ablations/linear_gate_embedded_llava.yaml",
+    "cosine_text_gate": "ablations/cosine_text_gate_embedded_llava.yaml",
+    "all_steps": "ablations/all_steps_embedded_llava.yaml",
 }
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BASELINES = ("ga", "ga_diff", "kl_min", "npo")
-STEERING = ("paper", "steerkit", "no_gate", "no_pgd", "last_token_gate", "text_only_gate")
+STEERING = ("paper", "steerkit", "no_gate", "no_pgd", "last_token_gate", "text_only_gate", "linear_gate",
+            "cosine_text_gate", "all_steps")
 
 
 def run_baseline(method: str, model: str, ratio: int) -> dict:
