@@ -114,7 +114,7 @@ class Adapter(StrictModel):
             if node is None:
                 raise AdapterError(f"adapter '{self.name}' does not fit this model's config", [Problem(
                     f"config key '{key}' not found", None, None, None, "config", "fix the adapter's config keys",
-                    "SK402")])
+                    "SK452")])
         return node
 
     def dims(self, config: Any) -> tuple[int, int]:
@@ -162,7 +162,7 @@ def get_adapter(name: str) -> Adapter:
     registry = list_adapters()
     if name not in registry:
         raise AdapterError(f"no adapter named '{name}'", [Problem(
-            f"unknown adapter '{name}'", None, None, None, "model.adapter", choices_hint(name, registry), "SK401")])
+            f"unknown adapter '{name}'", None, None, None, "model.adapter", choices_hint(name, registry), "SK451")])
     return registry[name][0]
 
 
@@ -180,4 +180,4 @@ def adapter_for_architecture(architecture: str) -> Adapter:
     raise AdapterError(f"no adapter for architecture '{architecture}'", [Problem(
         f"architecture '{architecture}' is not served by any adapter", None, None, None, "model.adapter",
         f"add adapters/<name>.yaml (see docs/adapters.md) or set model.adapter; {choices_hint(architecture, known)}",
-        "SK401")])
+        "SK451")])

@@ -26,7 +26,7 @@ def check_adapter(session) -> list[str]:
     except Exception as exc:  # a wrong module path surfaces here as an nnsight/AttributeError
         raise AdapterError(f"adapter '{adapter.name}' does not fit {session.architecture}", [Problem(
             f"reading the sites failed: {type(exc).__name__}: {exc}", None, None, None, "sites",
-            "fix the module paths in the adapter file", "SK405")]) from None
+            "fix the module paths in the adapter file", "SK455")]) from None
     b, t = batch.inputs["input_ids"].shape
     for key, shape in shapes.items():
         ok = len(shape) == 3 and shape[0] == b and shape[2] == hidden
@@ -34,14 +34,14 @@ def check_adapter(session) -> list[str]:
         if not ok:
             problems.append(Problem(f"site {key} yields shape {shape}, expected ({b}, seq, {hidden})", None, None,
                                     None, "sites", "point the site at a module whose output is the residual "
-                                    "stream, or set output_index", "SK406"))
+                                    "stream, or set output_index", "SK456"))
     if adapter.multimodal:
         tid = session.image_token_id
         n = int((batch.inputs["input_ids"] == tid).sum()) if tid is not None else 0
         lines.append(f"{'ok ' if n else 'BAD'} image tokens     {n} of id {tid}")
         if not n:
             problems.append(Problem(f"image token id {tid} does not occur in an image prompt", None, None, None,
-                                    "image_token", "fix image_token.config / image_token.tokenizer", "SK407"))
+                                    "image_token", "fix image_token.config / image_token.tokenizer", "SK457"))
     if problems:
         raise AdapterError(f"adapter '{adapter.name}' failed its live check", problems)
     return lines

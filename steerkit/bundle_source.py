@@ -3,7 +3,8 @@
 ``bundle.path`` (and ``--bundle``) accept
 - ``runs/x/bundle.safetensors``: a local file (relative paths resolve against the recipe's folder);
 - ``shared/erase-alice/``: a folder, e.g. a downloaded or cloned Hub repository; the bundle is its
-  ``bundle.safetensors``, else its only ``*.safetensors`` file (extraction writes ``bundle.safetensors``);
+  ``bundle.safetensors``, else its only ``*.safetensors`` file (extract writes ``bundle.safetensors``
+  into an empty or new folder; a folder with other files and no bundle is an error, not a target);
 - ``hf://OWNER/REPO[@REVISION][/FILE]``: a file of a Hub model repository, fetched with
   ``huggingface_hub`` into its cache (``HF_HUB_OFFLINE=1`` reads the cache only). FILE defaults to
   ``bundle.safetensors``.
@@ -52,12 +53,21 @@ def fetch_hub(spec: str) -> Path:
 
 
 def in_folder(folder: Path) -> Path:
-    """The bundle file inside a Hub-like folder (``bundle.safetensors`` when the folder has none yet)."""
+    """The bundle file inside a Hub-like folder (``bundle.safetensors`` in an empty one, for extract)."""
     if (folder / DEFAULT_FILE).is_file():
         return folder / DEFAULT_FILE
     found = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
-    if len(found) <= 1:
-        return found[0] if found else folder / DEFAULT_FILE
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        others = sorted(p.name for p in folder.iterdir())
+        if not others:
+            return folder / DEFAULT_FILE  # an empty folder: where extract will write the bundle
+        raise BundleError(f"no bundle in {folder}", [Problem(
+            f"the folder holds no .safetensors file, only {', '.join(others[:5])}"
+            f"{' ...' if len(others) > 5 else ''}", str(folder), None, None, "bundle.path",
+            f"point bundle.path at a bundle file or a folder holding one (e.g. {folder / DEFAULT_FILE}), or "
+            "at an empty folder for extract to write into", "SK422")])
     raise BundleError(f"cannot pick a bundle in {folder}", [Problem(
         f"the folder holds {len(found)} .safetensors files: {', '.join(p.name for p in found[:5])}", str(folder),
         None, None, "bundle.path", f"name the file (e.g. {found[0]}) or keep one bundle, ideally named "

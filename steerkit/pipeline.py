@@ -38,11 +38,11 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
         except (ValueError, UnicodeDecodeError) as exc:
             raise AdapterError("the model's config.json is not valid JSON", [Problem(
                 str(exc), str(local / "config.json"), None, None, "model.id",
-                "re-save the model with save_pretrained", "SK404")]) from None
+                "re-save the model with save_pretrained", "SK464")]) from None
         if not isinstance(config, dict):
             raise AdapterError("the model's config.json is not a JSON object", [Problem(
                 f"got {type(config).__name__}", str(local / "config.json"), None, None, "model.id",
-                "re-save the model with save_pretrained", "SK404")])
+                "re-save the model with save_pretrained", "SK464")])
         return config
     try:  # a Hub id: only the small config file, and only if it is cached or reachable
         from huggingface_hub import hf_hub_download
@@ -61,13 +61,13 @@ def resolve_adapter(loaded: LoadedRecipe, config: Optional[dict]) -> Adapter:
         if name not in EMBEDDED_ADAPTERS:
             raise AdapterError("unknown embedded model", [Problem(
                 f"'{spec.id}' is not an embedded model", str(loaded.path), None, None, "model.id",
-                "use embedded:llava or embedded:qwen2_5_vl", "SK402")])
+                "use embedded:llava or embedded:qwen2_5_vl", "SK462")])
         return get_adapter(EMBEDDED_ADAPTERS[name])
     if config and config.get("architectures"):
         return adapter_for_architecture(config["architectures"][0])
     raise AdapterError("cannot tell which adapter fits this model without loading it", [Problem(
         f"no config.json found for '{spec.id}'", str(loaded.path), None, None, "model.adapter",
-        "set model.adapter to a name from `steerkit adapters list`", "SK403")])
+        "set model.adapter to a name from `steerkit adapters list`", "SK463")])
 
 
 def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_writing: bool = False
@@ -121,7 +121,7 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
             "model.id", "set model.expect, extract a bundle first (steerkit extract RECIPE), or use a local "
-            "model folder", "SK404")])
+            "model folder", "SK464")])
     plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
                           architecture=(config or {}).get("architectures", [None])[0])
     return plan, warnings
@@ -134,7 +134,7 @@ def _dims(adapter: Adapter, config: Optional[dict], loaded: LoadedRecipe) -> Opt
         except (ValueError, TypeError) as exc:
             raise AdapterError("the model's config.json does not fit the adapter", [Problem(
                 f"cannot read the decoder dimensions: {exc}", str(loaded.resolve(loaded.recipe.model.id)),
-                None, None, "model.id", "check the model folder's config.json", "SK404")]) from None
+                None, None, "model.id", "check the model folder's config.json", "SK464")]) from None
     expect = loaded.recipe.model.expect
     return (expect.hidden_size, expect.num_layers) if expect is not None else None
 
@@ -178,6 +178,6 @@ def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(
             f"recipe expects hidden {expect.hidden_size} x {expect.num_layers} layers, the model has "
             f"{session.dims[0]} x {session.dims[1]}", str(loaded.path), None, None, "model.expect",
-            "fix model.expect or model.id", "SK405")])
+            "fix model.expect or model.id", "SK465")])
     return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
                           architecture=session.architecture)

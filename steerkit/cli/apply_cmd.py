@@ -58,7 +58,7 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
     if (input_path is None) == (prompt is None):
         raise DataError("give exactly one of --input or --prompt", [Problem(
             "no input" if input_path is None else "both --input and --prompt given", None, None, None, None,
-            "e.g. --prompt 'Who is this?' --image face.png", "SK700")])
+            "e.g. --prompt 'Who is this?' --image face.png", "SK740")])
     loaded = load_recipe(recipe, list(overrides))
     if prompt is not None:
         img, problem = (None, None) if image is None else open_image(Path(image), "--image", None)
@@ -87,7 +87,7 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
                     problems.append(Problem(f"prompt is {n_tok} tokens; with {max_new_tokens} new tokens it "
                                             f"exceeds the model's context of {limit}", input_path or "--prompt",
                                             r.line, None, "prompt", "shorten the prompt or --max-new-tokens",
-                                            "SK706"))
+                                            "SK746"))
                     click.echo(problems[-1].render(), err=True)
                 else:
                     ok.append(r)
