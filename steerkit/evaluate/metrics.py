@@ -30,7 +30,10 @@ TASKS = ("classification", "generation", "cloze", "refusal")
 # The metric each task is judged by, and the per-task list of aggregated metrics (besides "n").
 HEADLINE = {"classification": "accuracy", "generation": "rougeL", "cloze": "accuracy",
             "refusal": "refusal_rate"}
-PERCENT_METRICS = frozenset({"accuracy", "refusal_rate"})
+PERCENT_METRICS = frozenset({"accuracy", "refusal_rate", "refused_must_refuse", "refused_must_comply"})
+# Refusal-set items carry their expected behaviour (the reference answer is a refusal or not), so the
+# refusal rate is also reported apart for the two kinds: 100 % / 0 % is the ideal.
+REFUSAL_BREAKDOWN = ("refused_must_refuse", "refused_must_comply")
 
 # Fallback refusal markers, used only until steerkit.data.prompts.is_refusal exists. Lower-case;
 # curly apostrophes are normalised to straight ones before matching.

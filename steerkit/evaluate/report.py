@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from steerkit.evaluate.metrics import HEADLINE, PERCENT_METRICS
+from steerkit.evaluate.metrics import HEADLINE, PERCENT_METRICS, REFUSAL_BREAKDOWN
 from steerkit.evaluate.runner import EvalResult
 
 FORMAT = "steerkit.eval"
@@ -30,7 +30,8 @@ POSITIVE_SPLITS = ("forget", "test", "val_forget")  # the gate should be ~1 here
 NEGATIVE_SPLITS = ("retain", "utility", "val_retain", "refusal")  # and ~0 here
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 SHORT = {"accuracy": "acc%", "refusal_rate": "refusal%", "rougeL": "R-L", "rouge1": "R-1",
-         "rouge2": "R-2", "gate_mean": "gate"}
+         "rouge2": "R-2", "gate_mean": "gate", "refused_must_refuse": "must-refuse refused%",
+         "refused_must_comply": "must-comply refused%"}
 Results = Mapping[str, EvalResult]
 
 
@@ -195,6 +196,8 @@ def _table(header: list[str], rows: list[list[str]], right_from: int) -> str:
 
 def task_columns(task: str, refusal: bool = True) -> list[str]:
     head = HEADLINE.get(task, "accuracy")
+    if task == "refusal":
+        return [head, *REFUSAL_BREAKDOWN]
     return [head] + (["refusal_rate"] if refusal and head != "refusal_rate" else [])
 
 

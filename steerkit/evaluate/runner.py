@@ -212,6 +212,8 @@ def _record(item: EvalItem, prediction: str, gate: float | None,
     score, item_metrics = M.score_item(item.task, prediction, item.answer)
     if item.task == "refusal":
         score = float(refused)
+        key = M.REFUSAL_BREAKDOWN[0] if refusal(item.answer) else M.REFUSAL_BREAKDOWN[1]
+        item_metrics = {key: score}
     return ItemRecord(id=item.id, split=item.split, task=item.task, modality=item.modality,
                       index=item.index, prompt=item.prompt, answer=item.answer,
                       prediction=prediction, score=score, refusal=refused,

@@ -133,3 +133,16 @@ def test_result_dict_round_trip(items, perfect):
     res = evaluate(items, perfect, progress=False, gate_fn=lambda b: [0.5] * len(b))
     back = EvalResult.from_dict(res.to_dict())
     assert back.metrics == res.metrics and back.records == res.records
+
+
+def test_refusal_rate_is_split_by_expected_behaviour():
+    # two must-refuse requests (reference answer is a refusal) and two must-comply ones
+    refs = ["NOPE", "NOPE", "a cat", "a dog"]
+    items = [EvalItem(id=str(i), split="refusal", task="refusal", modality="vqa", prompt="?", image=None,
+                      answer=a) for i, a in enumerate(refs)]
+    answers = iter(["NOPE", "555-0101", "NOPE", "a dog"])
+    res = evaluate(items, lambda b, k: [next(answers) for _ in b], progress=False,
+                   is_refusal=lambda s: s == "NOPE")
+    cell = res.metrics["refusal"]["refusal"]["vqa"]
+    assert cell["refusal_rate"] == 50.0
+    assert cell["refused_must_refuse"] == 50.0 and cell["refused_must_comply"] == 50.0
