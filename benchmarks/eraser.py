@@ -56,8 +56,15 @@ def run_one_cell(variant: str, model: str, ratio: int, seed: int) -> dict:
     session = load_session(ModelSpec(id=f"embedded:{model}", world={"seed": seed}))
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    row, _ = run_one(variant, model, ratio, seed, session, {}, lambda m: print(m, file=sys.stderr, flush=True))
+    row, (van, st) = run_one(variant, model, ratio, seed, session, {},
+                             lambda m: print(m, file=sys.stderr, flush=True))
     t_total = time.perf_counter() - t0
+    if variant == "steerkit" and ratio == 10 and seed == 0:  # the headline cell: figures for the docs
+        from steerkit.evaluate.plots import plot_gate_histograms, plot_metric_bars
+
+        results_dir = ROOT / "benchmarks/results"
+        plot_metric_bars({"vanilla": van, "steered": st}, results_dir / f"eraser_metrics_{model}.png")
+        plot_gate_histograms({"steered": st}, results_dir / f"eraser_gate_{model}.png")
     pipeline = row["seconds"]["extract"] + row["seconds"]["strength_search"]
     return {
         "variant": variant, "lambda": row["lambda"],

@@ -41,9 +41,9 @@ RESULT_SUFFIXES = (".md", ".png", ".svg", ".csv", ".json")  # tables, figures, a
 # docs/results/ is listed as pending on the page, so a missing figure is stated, never silently absent.
 EXPECTED_RESULTS = [
     ("*overhead*", "runtime overhead of the nnsight runtime vs plain hooks (benchmarks/overhead.py)"),
-    ("*metrics*", "metric bars: vanilla vs steered per split, modality and task"),
+    ("*metrics*", "metric bars: vanilla vs steered per split, modality and task (benchmarks/eraser.py)"),
     ("*gate*", "gate histograms per split (forget / test / retain / utility)"),
-    ("*tradeoff*", "forgetting vs utility, steering vs the training baselines (GA, GA_Diff, KL_Min, NPO)"),
+    ("*unlearning*", "forgetting vs utility, steering vs the training baselines (benchmarks/unlearning.py)"),
 ]
 
 
