@@ -45,6 +45,7 @@ VARIANTS = {
     "linear_gate": "ablations/linear_gate_embedded_llava.yaml",
     "cosine_text_gate": "ablations/cosine_text_gate_embedded_llava.yaml",
     "all_steps": "ablations/all_steps_embedded_llava.yaml",
+    "layer1": "ablations/layer1_embedded_llava.yaml",
 }
 
 
