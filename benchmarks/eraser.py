@@ -161,7 +161,8 @@ def render(results: dict) -> str:
             lines.append(f"| {model} | {key} | vanilla | - | {_pair(c['vanilla'], 'forget')} | "
                          f"{_pair(c['vanilla'], 'test')} | {_pair(c['vanilla'], 'retain')} | "
                          f"{_pair(c['vanilla'], 'utility')} | {ref(c['vanilla'])} | - | - | - |")
-            for name, run in (("steerkit", c if "steered" in c else None), ("paper", c.get("paper"))):
+            others = [(k, v) for k, v in sorted(c.items()) if isinstance(v, dict) and "steered" in v]
+            for name, run in [("steerkit", c if "steered" in c else None)] + others:
                 if not run:
                     continue
                 auc = run.get("gate", {}).get("by_modality", {})
