@@ -119,7 +119,7 @@ def test_results_page_embeds_benchmark_files(tmp_path, monkeypatch):
     page = files["docs/results.md"].decode()
     assert files["docs/results/overhead.png"] == b"\x89PNG"
     assert "\n### Overhead\n" in page and "![plot](results/overhead.png)" in page
-    assert "(`*overhead*`)" not in page and "(`*tradeoff*`)" in page
+    assert "(`*overhead*`)" not in page and "(`*unlearning*`)" in page
     assert "No benchmark results yet" not in page
 
 
