@@ -134,28 +134,40 @@ def render(entries: list[dict]) -> str:
 
 
 def plot(entries: list[dict], path: Path) -> None:
+    """Forgetting vs utility at forget 10 %, one panel per model; the x axis is zoomed on the region where
+    the methods differ, and a method off the left edge (e.g. no gate: 0 % kept) is drawn at the edge."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 5))
+    rows = [e for e in entries if "error" not in e and e["forget_ratio"] == 10]
+    models = sorted({e["model"] for e in rows})
+    fig = Figure(figsize=(6.5 * max(1, len(models)), 5.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for e in entries:
-        if "error" in e or e["forget_ratio"] != 10:
-            continue
-        m = e["metrics"]
-        util = [pooled_acc(m, s, mod) for s in ("retain", "utility") for mod in ("vqa", "qa")]
-        forg = [pooled_acc(m, "forget", mod) for mod in ("vqa", "qa")]
-        x = sum(v for v in util if v is not None) / max(1, sum(v is not None for v in util))
-        y = sum(v for v in forg if v is not None) / max(1, sum(v is not None for v in forg))
-        ax.scatter(x, y, s=60)
-        ax.annotate(f"{e['method']} ({e['model']})", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.axhline(25, ls=":", c="grey", lw=1)
-    ax.set_xlabel("kept: retain + utility classification accuracy (%)  ->  better")
-    ax.set_ylabel("forget classification accuracy (%)  (lower is better; chance 25)")
-    ax.set_title("Forgetting vs utility, forget 10 %")
-    ax.set_xlim(0, 102)
-    ax.set_ylim(0, 102)
+    lo = 80.0
+    for i, model in enumerate(models):
+        ax = fig.add_subplot(1, len(models), i + 1)
+        points: dict = {}  # methods at the same spot share one marker and one label
+        for e in (e for e in rows if e["model"] == model):
+            m = e["metrics"]
+            util = [pooled_acc(m, s, mod) for s in ("retain", "utility") for mod in ("vqa", "qa")]
+            forg = [pooled_acc(m, "forget", mod) for mod in ("vqa", "qa")]
+            x = sum(v for v in util if v is not None) / max(1, sum(v is not None for v in util))
+            y = sum(v for v in forg if v is not None) / max(1, sum(v is not None for v in forg))
+            key = (round(x, 1), round(y, 1), e.get("params_changed", 0) > 0)
+            points.setdefault(key, []).append(e["method"])
+        for (x, y, trained), names in points.items():
+            shown = max(x, lo + 0.3)
+            ax.scatter(shown, y, s=70, marker="<" if x < lo else ("s" if trained else "o"),
+                       color="tab:red" if trained else "tab:blue")
+            label = ", ".join(names) + ("" if x >= lo else f" (kept {x:.0f} %)")
+            ax.annotate(label, (shown, y), textcoords="offset points", xytext=(6, -3), fontsize=8)
+        ax.axhline(25, ls=":", c="grey", lw=1)
+        ax.set_xlim(lo, 100.5)
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("kept: retain + utility classification accuracy (%)  ->  better")
+        ax.set_ylabel("forget classification accuracy (%)  (lower: more forgotten; chance 25)")
+        ax.set_title(f"embedded {model}, forget 10 %  (squares: weights changed; dots: steering)", fontsize=9)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -166,7 +178,14 @@ def main() -> None:
     ap.add_argument("--models", default="llava")
     ap.add_argument("--ratios", default="10")
     ap.add_argument("--methods", default=",".join(BASELINES + STEERING))
+    ap.add_argument("--render", action="store_true", help="only redraw unlearning.md/png from unlearning.json")
     args = ap.parse_args()
+    if args.render:
+        results = ROOT / "benchmarks/results"
+        entries = json.loads((results / "unlearning.json").read_text())["entries"]
+        (results / "unlearning.md").write_text(render(entries))
+        plot(entries, results / "unlearning.png")
+        return
     if args.one:
         method, model, ratio, out = args.one
         one(method, model, int(ratio), out)
