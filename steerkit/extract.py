@@ -210,7 +210,9 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
             stats_by_mod[mod] = (mu, whitening[-1], X, len(whitening) - 1)
     groups: dict = {}
     for i, item in enumerate(forget):
-        key = (item.id or str(i), bool(image_rows[i])) if g.group_by == "id_modality" else (item.id or str(i),)
+        key = {"id": (item.id or str(i),), "id_modality": (item.id or str(i), bool(image_rows[i])),
+               "id_modality_task": (item.id or str(i), bool(image_rows[i]), item.source.rsplit(":", 1)[-1])
+               }[g.group_by]
         groups.setdefault(key, []).append(i)
     protos, centers, inv_stds, proto_image, proto_linear, proto_whiten = [], [], [], [], [], []
     for key in sorted(groups):

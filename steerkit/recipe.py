@@ -173,8 +173,10 @@ class PrototypeGate(LinearGateBase):
 
     rule: Literal["prototype"] = "prototype"
     read: GateReadSpec = GateReadSpec(positions="image_or_prompt", pool="mean")
-    group_by: Literal["id_modality", "id"] = Field("id_modality", description="One prototype per identity "
-                                                   "and modality (image prompts and text prompts differ).")
+    group_by: Literal["id_modality", "id_modality_task", "id"] = Field(
+        "id_modality", description="One prototype per identity and modality (image prompts and text "
+                                   "prompts differ); id_modality_task: also per question type (a multiple-"
+                                   "choice prompt pools over its options, a free question does not).")
     retain_open_rate: float = Field(0.02, ge=0, lt=1, description="At most this fraction of calibration "
                                                                    "retain prompts get a gate above 0.")
     forget_open_quantile: float = Field(0.5, gt=0, le=1, description="The forget score quantile mapped to "

@@ -23,14 +23,15 @@ def _people(gen, n, template_basis, tag):
     items, rows = [], []
     for p in range(n):
         person = torch.randn(D, generator=gen) * 0.6
-        for _ in range(PER_PERSON):
+        for j in range(PER_PERSON):
             template = template_basis @ (torch.randn(template_basis.shape[1], generator=gen) * 4.0)
             rows.append(person + template + 0.2 * torch.randn(D, generator=gen))
-            items.append(ContrastItem(prompt="q", id=f"{tag}{p:03d}"))
+            task = ("classification", "generation")[j % 2]
+            items.append(ContrastItem(prompt="q", id=f"{tag}{p:03d}", source=f"forget:{task}"))
     return items, torch.stack(rows)
 
 
-def _fit(score: str):
+def _fit(score: str, group_by: str = "id_modality"):
     gen = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(D, 6, generator=gen))[0]
     forget, F = _people(gen, 4, basis, "f")
@@ -38,7 +39,7 @@ def _fit(score: str):
     loaded = parse_recipe_text(
         "name: t\nmodel: {id: tiny}\nbundle: {path: b.safetensors}\n"
         "gate: {rule: prototype, forget: [{kind: jsonl, path: f.jsonl}], retain: [{kind: jsonl, path: r.jsonl}],"
-        f" layer: 0, text_score: {score}, retain_open_rate: 0.02}}\n"
+        f" layer: 0, text_score: {score}, retain_open_rate: 0.02, group_by: {group_by}}}\n"
         "steer: {op: add, layers: [0], strength: {lambda: -1.0}}\n")
     ids = [r.id for r in retain]
     held = _holdout_split(ids, 0.2, 0)
@@ -93,3 +94,10 @@ def test_within_person_residuals():
     r = _within_person(X, ["a", "a", "b", "b", "c"])  # c has one row: no within-person spread
     assert torch.equal(r, torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]))
     assert torch.equal(_within_person(X[:2], ["a", "a"]), X[:2] - X[:2].mean(0))  # one group: fall back
+
+
+def test_task_grouping_gives_one_prototype_per_person_and_question_type():
+    meta, tensors, F, R_held = _fit("whitened_cosine", "id_modality_task")
+    assert meta["prototypes"] == 4 * 2  # 4 forget people x 2 question types (one modality)
+    assert meta["group_by"] == "id_modality_task"
+    assert float((_gate(meta, tensors, F) > 0).float().mean()) > 0.5
