@@ -46,7 +46,7 @@ VARIANTS = {
     "cosine_text_gate": "ablations/cosine_text_gate_embedded_llava.yaml",
     "all_steps": "ablations/all_steps_embedded_llava.yaml",
     "layer1": "ablations/layer1_embedded_llava.yaml",
-    "task_prototypes": "ablations/task_prototypes_embedded_llava.yaml",
+    "modality_prototypes": "ablations/modality_prototypes_embedded_llava.yaml",
 }
 
 

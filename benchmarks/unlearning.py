@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BASELINES = ("ga", "ga_diff", "kl_min", "npo")
 STEERING = ("paper", "steerkit", "no_gate", "no_pgd", "last_token_gate", "text_only_gate", "linear_gate",
-            "cosine_text_gate", "all_steps", "layer1", "task_prototypes")
+            "cosine_text_gate", "all_steps", "layer1", "modality_prototypes")
 
 
 def run_baseline(method: str, model: str, ratio: int) -> dict:

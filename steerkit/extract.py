@@ -238,6 +238,14 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     PI, PL, PW = torch.tensor(proto_image), torch.tensor(proto_linear), torch.tensor(proto_whiten)
     WM = torch.stack(whitening) if whitening else None
 
+    def score_subset(X: torch.Tensor, row_image: torch.Tensor, only: torch.Tensor) -> torch.Tensor:
+        """Best raw score over the prototypes in ``only`` (others pushed out of the max)."""
+        k = len(protos)
+        bias = torch.where(only, 0.0, -1e9).double()
+        return prototype_gate(X[:, None, :].double(), torch.ones(X.shape[0], 1, dtype=torch.bool), row_image,
+                              C.double(), S.double(), P.double(), PI, torch.ones(k, dtype=torch.float64), bias,
+                              None, PL, WM, PW)
+
     def score(X: torch.Tensor, row_image: torch.Tensor, sc=None, bi=None) -> torch.Tensor:
         ones = torch.ones(X.shape[0], 1, dtype=torch.bool)
         k = len(protos)
@@ -246,19 +254,32 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         return prototype_gate(X[:, None, :].double(), ones, row_image, C.double(), S.double(), P.double(), PI,
                               sc, bi, None, PL, WM, PW)
 
-    # calibrate per modality: the calibration-retain quantile maps to c = 0, the forget quantile to c = 1
+    # calibrate per prototype group (modality, or modality x question type with id_modality_task): the
+    # calibration-retain quantile of the group's best score maps to c = 0, its own forget rows' quantile
+    # to c = 1. Groups are calibrated apart because their scores live on different scales (image cosines
+    # crowd near 1; a multiple-choice prompt pools a name over many option tokens and scores lower).
     cal = calib_idx or list(probe_idx)
-    s_f, s_cal = score(F, image_rows), score(R[cal], retain_image[cal])
+    group_of = [key[1:] if g.group_by != "id" else (proto_image[k],) for k, key in enumerate(sorted(groups))]
+    row_group = {i: key[1:] if g.group_by != "id" else (bool(image_rows[i]),)
+                 for key, rows in groups.items() for i in rows}
     thresholds = {}
-    for mod in (True, False):
-        sf_m, sc_m = s_f[image_rows == mod], s_cal[retain_image[cal] == mod]
-        lo = _quantile(sc_m, 1.0 - g.retain_open_rate)
-        hi = _quantile(sf_m, 1.0 - g.forget_open_quantile)
+    for grp in sorted(set(group_of), key=str):
+        members = [k for k, gk in enumerate(group_of) if gk == grp]
+        mod = proto_image[members[0]]
+        only = torch.tensor([k in members for k in range(len(protos))])
+
+        def group_score(X, row_image, only=only):
+            return score_subset(X, row_image, only)
+
+        f_rows = [i for i in range(len(forget)) if row_group[i] == grp]
+        c_rows = [i for i in cal if bool(retain_image[i]) == mod]
+        lo = _quantile(group_score(R[c_rows], retain_image[c_rows]), 1.0 - g.retain_open_rate)
+        hi = _quantile(group_score(F[f_rows], image_rows[f_rows]), 1.0 - g.forget_open_quantile)
         if hi <= lo + 1e-6:
             hi = lo + 1e-3  # inseparable at these quantiles: a steep gate, reported through the AUCs below
-        thresholds[mod] = (lo, hi)
-    scale_k = torch.tensor([1.0 / (thresholds[m][1] - thresholds[m][0]) for m in proto_image], dtype=torch.float64)
-    bias_k = torch.tensor([-thresholds[m][0] / (thresholds[m][1] - thresholds[m][0]) for m in proto_image],
+        thresholds[grp] = (lo, hi)
+    scale_k = torch.tensor([1.0 / (thresholds[gk][1] - thresholds[gk][0]) for gk in group_of], dtype=torch.float64)
+    bias_k = torch.tensor([-thresholds[gk][0] / (thresholds[gk][1] - thresholds[gk][0]) for gk in group_of],
                           dtype=torch.float64)
     for i in range(len(protos)):
         tensors[f"gate_proto.{site}.{layer}.{i}"] = protos[i]
@@ -268,14 +289,17 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
         tensors[f"gate_whiten.{site}.{layer}.{i}"] = mat.float()
     clip = tuple(g.clip) if g.clip else None
     c = lambda x, m: score(x, m, scale_k, bias_k).clamp(*clip) if clip else score(x, m, scale_k, bias_k)  # noqa
-    s_held = score(R[held_idx], retain_image[held_idx]) if held_idx else None
-    s_fit = score(R[fit_idx], retain_image[fit_idx])
+    # AUCs on the calibrated, unclipped score: the value the gate thresholds, comparable across groups
+    s_f = score(F, image_rows, scale_k, bias_k)
+    s_held = score(R[held_idx], retain_image[held_idx], scale_k, bias_k) if held_idx else None
+    s_fit = score(R[fit_idx], retain_image[fit_idx], scale_k, bias_k)
     stats = {"auc_in_sample": round(gate_auc(s_f, s_fit), 4),
              "auc_heldout_retain": None if s_held is None else round(gate_auc(s_f, s_held), 4),
              "forget_mean": round(float(c(F, image_rows).mean()), 4),
              "retain_heldout_mean": None if s_held is None else round(float(c(R[held_idx],
                                                                               retain_image[held_idx]).mean()), 4),
-             "thresholds": {("image" if m else "text"): [round(v, 6) for v in t] for m, t in thresholds.items()}}
+             "thresholds": {"/".join(["image" if gk[0] else "text", *map(str, gk[1:])]): [round(v, 6) for v in t]
+                            for gk, t in thresholds.items()}}
     for mod, name in ((True, "image"), (False, "text")):
         fm, hm = image_rows == mod, (retain_image[held_idx] == mod) if held_idx else None
         if s_held is not None and fm.any() and hm.any():
