@@ -259,22 +259,19 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     # to c = 1. Groups are calibrated apart because their scores live on different scales (image cosines
     # crowd near 1; a multiple-choice prompt pools a name over many option tokens and scores lower).
     cal = calib_idx or list(probe_idx)
-    group_of = [key[1:] if g.group_by != "id" else (proto_image[k],) for k, key in enumerate(sorted(groups))]
+    # a row's calibration group is its grouping key without the person (group_by "id": its modality); a
+    # prototype's is that of its first row
     row_group = {i: key[1:] if g.group_by != "id" else (bool(image_rows[i]),)
                  for key, rows in groups.items() for i in rows}
+    group_of = [row_group[groups[key][0]] for key in sorted(groups)]
     thresholds = {}
     for grp in sorted(set(group_of), key=str):
-        members = [k for k, gk in enumerate(group_of) if gk == grp]
-        mod = proto_image[members[0]]
-        only = torch.tensor([k in members for k in range(len(protos))])
-
-        def group_score(X, row_image, only=only):
-            return score_subset(X, row_image, only)
-
-        f_rows = [i for i in range(len(forget)) if row_group[i] == grp]
+        only = torch.tensor([gk == grp for gk in group_of])
+        mod = grp[0]
+        f_rows = sorted(i for i, gk in row_group.items() if gk == grp)
         c_rows = [i for i in cal if bool(retain_image[i]) == mod]
-        lo = _quantile(group_score(R[c_rows], retain_image[c_rows]), 1.0 - g.retain_open_rate)
-        hi = _quantile(group_score(F[f_rows], image_rows[f_rows]), 1.0 - g.forget_open_quantile)
+        lo = _quantile(score_subset(R[c_rows], retain_image[c_rows], only), 1.0 - g.retain_open_rate)
+        hi = _quantile(score_subset(F[f_rows], image_rows[f_rows], only), 1.0 - g.forget_open_quantile)
         if hi <= lo + 1e-6:
             hi = lo + 1e-3  # inseparable at these quantiles: a steep gate, reported through the AUCs below
         thresholds[grp] = (lo, hi)

@@ -77,6 +77,21 @@ def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor,
     return c.clamp(clip[0], clip[1]) if clip is not None else c
 
 
+def prototype_gate_for(gate, h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, fetch) -> torch.Tensor:
+    """``prototype_gate`` with its tensors taken from a plan's GateOp; ``fetch(key)`` returns a stored vector
+    or matrix on h's device (the runtime and the hook reference each fetch their own way)."""
+    def stack(keys):
+        return torch.stack([fetch(k) for k in keys]) if keys else None
+
+    def values(xs, dtype=None):
+        return torch.tensor(xs, dtype=dtype, device=h.device) if xs else None
+
+    return prototype_gate(h, mask, row_image, stack(gate.centers), stack(gate.inv_stds), stack(gate.prototypes),
+                          values(gate.proto_image), values(gate.proto_scale), values(gate.proto_bias), gate.clip,
+                          values(gate.proto_linear, torch.bool), stack(gate.whiten),
+                          values(gate.proto_whiten, torch.long))
+
+
 def apply_op(h: torch.Tensor, op: str, r: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
              strength: float, clamp_value: float = 0.0) -> torch.Tensor:
     """Apply one write to h [B, T, D] at masked positions with per-row gate c [B].

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from ..ops import apply_op, cosine_gate, linear_gate, prototype_gate
+from ..ops import apply_op, cosine_gate, linear_gate, prototype_gate_for
 from ..plan import Plan, SiteRef
 from ..positions import decode_masks, prompt_masks, union
 
@@ -33,14 +33,8 @@ class HookSteerer:
         if g.rule == "cosine":
             return cosine_gate(h, mask, self.plan.tensors[direction], g.threshold, g.pool)
         if g.rule == "prototype":
-            stack = lambda keys: torch.stack([self.plan.tensors[k] for k in keys])  # noqa: E731
-            return prototype_gate(h, mask, self.masks["image_tokens"].to(h.device).any(dim=1),
-                                  stack(g.centers), stack(g.inv_stds), stack(g.prototypes),
-                                  torch.tensor(g.proto_image, device=h.device),
-                                  torch.tensor(g.proto_scale, device=h.device), torch.tensor(g.proto_bias, device=h.device),
-                                  g.clip, torch.tensor(g.proto_linear, dtype=torch.bool, device=h.device)
-                                  if g.proto_linear else None, stack(g.whiten) if g.whiten else None,
-                                  torch.tensor(g.proto_whiten, dtype=torch.long) if g.proto_whiten else None)
+            return prototype_gate_for(g, h, mask, self.masks["image_tokens"].to(h.device).any(dim=1),
+                                      self.plan.tensors.__getitem__)
         return linear_gate(h, mask, self.plan.tensors[vector], bias, g.pool, g.clip)
 
     def _transform(self, ref: SiteRef, h: torch.Tensor) -> torch.Tensor:
