@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from steerkit.evaluate.report import atomic_write_text  # noqa: E402
+
 
 def nested(flat: dict) -> dict:
     """{"forget/classification/vqa": 90.0, ".../refusal_rate": 0.0} -> split/task/modality/{metric}."""
@@ -89,14 +91,7 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite eraser.md from eraser.json")
     args = ap.parse_args()
     if args.render:
-        out = Path(args.out)
-        results = json.loads(out.read_text())
-        results["seeds"] = seed_summary(results)
-        fit = ROOT / "benchmarks/results/gate_fit.json"
-        if fit.exists():
-            results["gate_fit"] = json.loads(fit.read_text())
-        _write(out, results)
-        out.with_suffix(".md").write_text(render(results))
+        _finish(Path(args.out), json.loads(Path(args.out).read_text()))
         return
     if args.cell:
         v, m, r, s = args.cell.split(":")
@@ -126,13 +121,18 @@ def main() -> None:
                                                                 "pipeline_seconds", "peak_memory_mb")}
                         entry.setdefault("vanilla", res["vanilla"])
                     _write(out, results)
+    _finish(out, results)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _finish(out: Path, results: dict) -> None:
+    """Fold in the fit benchmark and the seed summary, then write eraser.json and eraser.md."""
     fit = ROOT / "benchmarks/results/gate_fit.json"
     if fit.exists():
         results["gate_fit"] = json.loads(fit.read_text())
     results["seeds"] = seed_summary(results)
     _write(out, results)
-    out.with_suffix(".md").write_text(render(results))
-    print(f"wrote {out}", file=sys.stderr)
+    atomic_write_text(out.with_suffix(".md"), render(results))
 
 
 def _acc(scores: dict, split: str, mod: str) -> float | None:
@@ -224,10 +224,7 @@ def _write(out: Path, results: dict) -> None:
     results["meta"] = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                        "note": "steered = steerkit's recipe (recipes/unlearning/mllmeraser_embedded_<model>.yaml); "
                                "paper = the published configuration; lambda chosen on Val_Set per cell"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from steerkit.activations import collect  # noqa: E402
 from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.data.items import ContrastItem  # noqa: E402
+from steerkit.evaluate.report import atomic_write_text  # noqa: E402
 from steerkit.extract import _holdout_split, _within_person  # noqa: E402
 from steerkit.gates import gate_auc  # noqa: E402
 from steerkit.recipe import ModelSpec, WorldSource  # noqa: E402
@@ -148,11 +148,7 @@ def main() -> None:
                                                         for k, v in table.items()), file=sys.stderr, flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["date"] = time.strftime("%Y-%m-%d")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    out = atomic_write_text(args.out, json.dumps(results, indent=1))
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ def main() -> None:
     from steerkit.data.mllmu import eval_items
     from steerkit.eval_job import make_fns
     from steerkit.evaluate import evaluate
+    from steerkit.evaluate.report import atomic_write_text
     from steerkit.models.embedded import ensure_embedded, ensure_world, read_meta
     from steerkit.recipe import ModelSpec
     from steerkit.session import load_session
@@ -57,9 +57,7 @@ def main() -> None:
                           "train_threads_note": "wall time on a shared 2-core machine; see the closing note",
                           "parameters": meta.get("parameters"), "checkpoint": path.name,
                           "date": time.strftime("%Y-%m-%d")}
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out_path)
+        atomic_write_text(out_path, json.dumps(results, indent=1))
         print(f"{model}: {len(items)} items in {results[model]['eval_seconds']} s", file=sys.stderr)
 
 

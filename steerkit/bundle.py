@@ -157,7 +157,8 @@ def _prototype_lists(gate: dict, where: str) -> list[Problem]:
         v = gate.get(name)
         if v is None and name in ("prototype_linear", "prototype_whiten"):
             continue  # optional: bundles from before these existed
-        if name == "prototype_whiten" and not all(type(x) is int and -1 <= x < n_w for x in v or [None]):
+        if name == "prototype_whiten" and not (isinstance(v, list) and all(type(x) is int and -1 <= x < n_w
+                                                                         for x in v)):
             out.append(_problem(where, f"manifest gate.prototype_whiten must list {k} integers in "
                                 f"-1..{n_w - 1}", "SK406", "gate.prototype_whiten"))
             continue
