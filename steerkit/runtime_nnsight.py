@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional, Sequence
 import nnsight
 import torch
 from nnsight import NNsight
+from nnsight.intervention.envoy import Envoy
 
 from .errors import Problem, SteeringRuntimeError
 from .ops import apply_op, cosine_gate, linear_gate, prototype_gate_for
@@ -23,7 +24,7 @@ from .positions import decode_masks, prompt_masks, union
 
 
 def wrap(model: torch.nn.Module) -> NNsight:
-    return model if isinstance(model, NNsight) else NNsight(model)
+    return model if isinstance(model, Envoy) else NNsight(model)
 
 
 @contextlib.contextmanager
@@ -32,7 +33,7 @@ def wrapped(model: torch.nn.Module) -> Iterator[NNsight]:
 
     NNsight instruments every submodule (an instance ``forward`` and ``__nnsight__``); we record which
     modules were plain before and strip only those, so a wrapper opened by an outer caller survives."""
-    if isinstance(model, NNsight):
+    if isinstance(model, Envoy):  # NNsight, or an nnsight model class (TransformersModel, ...)
         yield model
         return
     plain = [m for m in model.modules() if "forward" not in m.__dict__ and "__nnsight__" not in m.__dict__]
@@ -74,10 +75,74 @@ def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
     return int(node) if node is not None else None
 
 
-class Steerer:
-    """A model plus a plan: steered forward passes and generation, and activation reads."""
+class Vectors:
+    """Plan vectors moved once per (name, device, dtype): each write fetches its vector on the device and
+    in the dtype of the activation it edits, so a sharded model needs no placement of its own."""
 
-    def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None):
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.moved: dict[tuple[str, Any, Any], torch.Tensor] = {}
+
+    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
+        if key not in self.moved:
+            self.moved[key] = self.tensors[name].to(device=like.device, dtype=like.dtype)
+        return self.moved[key]
+
+
+# The traced code below is module-level functions of plan data, the nnsight envoy and the activations it
+# reads: nothing refers to the Steerer or the local process, so nnsight can ship it to a remote backend
+# (``remote=True``; ``remote="local"`` rehearses that serialisation with steerkit hidden).
+
+def gate_value(plan: Plan, vectors: Vectors, h: torch.Tensor, masks: dict, vector: Optional[str], bias: float,
+               direction: Optional[str]) -> torch.Tensor:
+    """Per-row gate value c in [0, 1] (or unclipped for linear gates without clip) for activation h."""
+    g = plan.gate
+    mask = masks[g.positions].to(h.device)
+    if g.rule == "always_on":
+        return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
+    if g.rule == "cosine":
+        return cosine_gate(h, mask, vectors.get(direction, h), g.threshold, g.pool)
+    if g.rule == "prototype":
+        return prototype_gate_for(g, h, mask, masks["image_tokens"].to(h.device).any(dim=1),
+                                  lambda k: vectors.get(k, h))
+    return linear_gate(h, mask, vectors.get(vector, h), bias, g.pool, g.clip)
+
+
+def apply_writes(nn: Any, plan: Plan, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
+    """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps: the
+    gate reads the prompt once, at prefill, and every later step reuses it."""
+    shared = plan.gate.read
+    if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
+        hs = _read(resolve(nn, shared.module), shared)  # compile put it before the first write
+        gates["shared"] = gate_value(plan, vectors, hs, masks, plan.gate.vector, plan.gate.bias, None)
+    for w in plan.writes if writes is None else writes:
+        envoy = resolve(nn, w.at.module)
+        h = _read(envoy, w.at)
+        if shared is not None:
+            key: Any = "shared"
+            if key not in gates:  # the shared gate reads this very site, before it is written
+                gates[key] = gate_value(plan, vectors, h, masks, plan.gate.vector, plan.gate.bias, None)
+        else:
+            key = w.at.layer
+            if key not in gates:
+                gates[key] = gate_value(plan, vectors, h, masks, w.gate_vector, w.gate_bias, w.vector)
+        mask = union(masks, w.positions).to(h.device)
+        _write(envoy, w.at, apply_op(h, w.op, vectors.get(w.vector, h), gates[key], mask, w.strength,
+                                     w.clamp_value))
+
+
+class Steerer:
+    """A model plus a plan: steered forward passes and generation, and activation reads.
+
+    ``remote`` is passed to every nnsight trace: ``False`` runs here; ``True`` (or a host URL) ships the
+    trace to an NDIF server, which needs ``model`` to be an nnsight model class built from a Hub id
+    (e.g. ``nnsight.modeling.transformers.TransformersModel``) and the server to host that model;
+    ``"local"`` is nnsight's dry run of that path (serialise, deserialise with steerkit hidden, run here).
+    """
+
+    def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+                 remote: bool | str = False):
         missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
         missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds
                     if k not in plan.tensors]
@@ -93,96 +158,64 @@ class Steerer:
         self._wrapper = wrapped(model)
         self.nn = self._wrapper.__enter__()
         self.plan = plan
+        self.remote = remote
+        if remote:
+            _ship_steerkit_by_value()
         self.image_token_id = image_token_id if image_token_id is not None else image_token_id_of(model, plan)
-        self._cache: dict[tuple[str, Any], torch.Tensor] = {}
+        self._vectors = Vectors(plan.tensors)
 
-    # -- vectors, moved once per (name, device, dtype)
-    def _vec(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.device, like.dtype)
-        if key not in self._cache:
-            self._cache[key] = self.plan.tensors[name].to(device=like.device, dtype=like.dtype)
-        return self._cache[key]
+    def _trace_kwargs(self) -> dict:
+        return {"remote": self.remote} if self.remote else {}
 
-    def _gate(self, h: torch.Tensor, masks: dict, vector: Optional[str], bias: float,
-              direction: Optional[str]) -> torch.Tensor:
-        g = self.plan.gate
-        mask = masks[g.positions].to(h.device)
-        if g.rule == "always_on":
-            return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
-        if g.rule == "cosine":
-            return cosine_gate(h, mask, self._vec(direction, h), g.threshold, g.pool)
-        if g.rule == "prototype":
-            return prototype_gate_for(g, h, mask, masks["image_tokens"].to(h.device).any(dim=1),
-                                      lambda k: self._vec(k, h))
-        return linear_gate(h, mask, self._vec(vector, h), bias, g.pool, g.clip)
+    def _fresh_vectors(self) -> Vectors:
+        # remote runs ship the vectors with every request: send the float32 table, not the moved copies
+        return Vectors(self.plan.tensors) if self.remote else self._vectors
 
     def close(self) -> None:
         """Remove the nnsight instrumentation; the model is then exactly the original module."""
-        self._cache.clear()
+        self._vectors.moved.clear()
         self._wrapper.__exit__(None, None, None)
-
-    def _apply_writes(self, masks: dict, gates: dict, writes=None) -> None:
-        """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps:
-        the gate reads the prompt once, at prefill, and every later step reuses it."""
-        plan = self.plan
-        shared = plan.gate.read
-        if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
-            hs = _read(resolve(self.nn, shared.module), shared)  # compile put it before the first write
-            gates["shared"] = self._gate(hs, masks, plan.gate.vector, plan.gate.bias, None)
-        for w in plan.writes if writes is None else writes:
-            envoy = resolve(self.nn, w.at.module)
-            h = _read(envoy, w.at)
-            if shared is not None:
-                key: Any = "shared"
-                if key not in gates:  # the shared gate reads this very site, before it is written
-                    gates[key] = self._gate(h, masks, plan.gate.vector, plan.gate.bias, None)
-            else:
-                key = w.at.layer
-                if key not in gates:
-                    gates[key] = self._gate(h, masks, w.gate_vector, w.gate_bias, w.vector)
-            mask = union(masks, w.positions).to(h.device)
-            _write(envoy, w.at, apply_op(h, w.op, self._vec(w.vector, h), gates[key], mask, w.strength,
-                                         w.clamp_value))
 
     def _masks(self, inputs: dict) -> dict:
         return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
 
     def forward(self, inputs: dict, *, return_gates: bool = False):
         """Steered forward pass; returns logits (and per-row gate values when asked)."""
-        masks = self._masks(inputs)
+        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gates: dict = {}
-        with torch.no_grad(), self.nn.trace(**inputs):
-            self._apply_writes(masks, gates)
-            logits = nnsight.save(self.nn.output.logits)
+        with torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
+            apply_writes(nn, plan, vectors, masks, gates)
+            logits = nnsight.save(nn.output.logits)
+            gates = nnsight.save(gates)  # the dict comes back from a remote run too
         if return_gates:
             return logits, {k: v.detach() for k, v in gates.items()}
         return logits
 
     def generate(self, inputs: dict, max_new_tokens: int, **gen_kwargs) -> torch.Tensor:
         """Greedy (by default) steered generation; returns the full sequences [B, T + new]."""
-        masks = self._masks(inputs)
+        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
         gates: dict = {}
         batch = inputs["input_ids"].shape[0]
-        decode_writes = [w for w in self.plan.writes if "generated" in w.positions]
-        if self.plan.phase == "prefill" or not decode_writes:
+        decode_writes = [w for w in plan.writes if "generated" in w.positions]
+        if plan.phase == "prefill" or not decode_writes:
             # no loop: interventions apply to the first (prefill) forward only. Exact for all_steps too when
             # no write targets generated tokens: gates are read at prefill, other positions are cached.
-            with torch.no_grad(), self.nn.trace(**inputs, fn="generate", **gk) as tracer:
-                self._apply_writes(masks, gates)
+            with torch.no_grad(), nn.trace(**inputs, fn="generate", **gk, **self._trace_kwargs()) as tracer:
+                apply_writes(nn, plan, vectors, masks, gates)
                 out = nnsight.save(tracer.result)
             return out
         # Every decode step: an open loop (EOS may end generation early), so the result is read in its
         # own invoke; statements after an open loop in the same invoke would never run.
-        with warnings.catch_warnings(), torch.no_grad(), self.nn.trace(fn="generate") as tracer:
+        with warnings.catch_warnings(), torch.no_grad(), nn.trace(fn="generate", **self._trace_kwargs()) as tracer:
             warnings.filterwarnings("ignore", message=".*was never reached.*")  # the expected end of an open loop
             with tracer.invoke(**inputs, **gk):
                 step_masks = decode_masks(batch)
                 for step in tracer.all():  # later steps run only the writes that touch generated tokens
                     if step == 0:
-                        self._apply_writes(masks, gates)
+                        apply_writes(nn, plan, vectors, masks, gates)
                     else:
-                        self._apply_writes(step_masks, gates, decode_writes)
+                        apply_writes(nn, plan, vectors, step_masks, gates, decode_writes)
             with tracer.invoke():
                 out = nnsight.save(tracer.result)
         return out
@@ -192,10 +225,18 @@ class Steerer:
         return self.forward(inputs, return_gates=True)[1]
 
 
+def _ship_steerkit_by_value() -> None:
+    """A remote server does not have steerkit installed: send its functions' source with the request."""
+    import sys
+
+    nnsight.register(sys.modules[__name__.split(".")[0]])
+
+
 @contextlib.contextmanager
-def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None) -> Iterator[Steerer]:
-    """Context manager yielding a Steerer; the model itself is never modified."""
-    steerer = Steerer(model, plan, image_token_id)
+def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+          remote: bool | str = False) -> Iterator[Steerer]:
+    """Context manager yielding a Steerer; the model itself is never modified (``remote``: see Steerer)."""
+    steerer = Steerer(model, plan, image_token_id, remote)
     try:
         yield steerer
     finally:

@@ -1,0 +1,110 @@
+"""The plan runs unchanged through nnsight's remote path.
+
+``remote=True`` needs an NDIF server and an API key, so these tests use nnsight's own dry run of that
+path (``remote="local"``: the trace is serialised exactly as for the server, deserialised with local
+modules hidden, and run here) and go one step further: steerkit itself is made unimportable while the
+request is deserialised, as on a server where it is not installed. The steered logits, gate values and
+generations must equal a local run bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+from nnsight.intervention.backends.local import LocalSimulationBackend
+
+import steerkit.runtime_nnsight as runtime
+from steerkit.runtime_nnsight import steer
+from steerkit.testing.fixtures import RECIPE_HEAD, make_plan, tiny
+
+PLANS = {
+    "always_on": "gate: {rule: always_on}\nsteer: {op: add, layers: {start: 0}, strength: {lambda: -1.0}}\n",
+    "linear_shared": "gate: {rule: ridge_linear, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], "
+                     "layer: 0, read: {positions: all_prompt, pool: mean}}\n"
+                     "steer: {op: add, layers: {start: 0}, strength: {lambda: -1.5}}\n",
+    "prototype_all_steps": "gate: {rule: prototype, forget: [{kind: jsonl, path: f}], "
+                           "retain: [{kind: jsonl, path: r}], layer: 0}\n"
+                           "steer: {op: add, layers: {start: 0}, positions: [all_prompt, generated], "
+                           "phase: all_steps, strength: {lambda: -1.5}}\n",
+}
+
+
+class _NotInstalled:
+    """Import hook: steerkit does not exist (the NDIF server has torch, transformers and nnsight only)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "steerkit" or name.startswith("steerkit."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+@pytest.fixture
+def server_without_steerkit(monkeypatch):
+    """nnsight's dry-run backend, with steerkit also unimportable while the request is deserialised."""
+    hide, restore = LocalSimulationBackend._hide_local_modules, LocalSimulationBackend._restore
+
+    def hide_steerkit(self):
+        hidden = hide(self)
+        for name in [n for n in sys.modules if n == "steerkit" or n.startswith("steerkit.")]:
+            hidden["modules"][name] = sys.modules.pop(name)
+        sys.meta_path.insert(0, _NotInstalled())
+        return hidden
+
+    def restore_steerkit(self, hidden):
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _NotInstalled)]
+        restore(self, hidden)
+
+    monkeypatch.setattr(LocalSimulationBackend, "_hide_local_modules", hide_steerkit)
+    monkeypatch.setattr(LocalSimulationBackend, "_restore", restore_steerkit)
+
+
+def _nnsight_model(t):
+    from nnsight.modeling.transformers import TransformersModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TransformersModel(t.model, processor=t.processor, tokenizer=t.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def llava():
+    from steerkit.session import ModelSession
+
+    t = tiny("llava")
+    return t, ModelSession.from_objects(t.model, t.processor, t.tokenizer)
+
+
+@pytest.mark.parametrize("kind", list(PLANS))
+def test_remote_dry_run_steers_exactly_like_a_local_run(kind, llava, server_without_steerkit):
+    t, s = llava
+    plan = make_plan(s.adapter.name, s.dims, RECIPE_HEAD + PLANS[kind])
+    enc = t.inputs(["What is in this image?", "Describe the picture in one sentence please now."], seed=3)
+    with steer(t.model, plan) as st:
+        ref, ref_gates = st.forward(enc, return_gates=True)
+        ref_ids = st.generate(enc, 4)
+    unsteered = t.model(**enc).logits
+    with steer(_nnsight_model(t), plan, s.image_token_id, remote="local") as st:
+        got, got_gates = st.forward(enc, return_gates=True)
+        got_ids = st.generate(enc, 4)
+    assert (ref - unsteered).abs().max() > 1e-4  # the plan does steer, so equality below means something
+    assert torch.equal(got, ref)
+    assert got_gates.keys() == ref_gates.keys()
+    assert all(torch.equal(got_gates[k], ref_gates[k]) for k in ref_gates)
+    assert torch.equal(got_ids, ref_ids)
+
+
+def test_dry_run_fails_when_steerkit_is_not_shipped(llava, server_without_steerkit, monkeypatch):
+    """The check above can fail: without shipping steerkit's source, the 'server' cannot rebuild the trace."""
+    from cloudpickle.cloudpickle import _PICKLE_BY_VALUE_MODULES
+
+    t, s = llava
+    monkeypatch.setattr(runtime, "_ship_steerkit_by_value", lambda: None)
+    monkeypatch.setattr("cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES", _PICKLE_BY_VALUE_MODULES - {"steerkit"})
+    plan = make_plan(s.adapter.name, s.dims, RECIPE_HEAD + PLANS["always_on"])
+    enc = t.inputs(["What is in this image?"], seed=3)
+    with steer(_nnsight_model(t), plan, s.image_token_id, remote="local") as st:
+        with pytest.raises(ModuleNotFoundError, match="steerkit"):
+            st.forward(enc)
