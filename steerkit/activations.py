@@ -7,11 +7,12 @@ the whole prompt), so padding is never read as "the last token".
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
+from .activation_store import ActivationStore
 from .data.items import ContrastItem
 from .plan import SiteRef
 from .positions import prompt_masks
@@ -35,14 +36,16 @@ def position_weights(inputs: dict, prompt_last: torch.Tensor, positions: str, im
 
 def collect(session, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *, positions: str = "last_prompt_token",
             batch_size: int = 16, pixel_override: Optional[dict[int, torch.Tensor]] = None,
-            desc: str = "activations", progress: bool = True) -> dict[int, torch.Tensor]:
+            desc: str = "activations", progress: bool = True, store: Optional[ActivationStore] = None
+            ) -> Mapping[int, torch.Tensor]:
     """{layer: [N, D]} activations for every item (image rows and text rows batched separately).
 
     ``pixel_override`` maps item index -> ready ``pixel_values`` rows (e.g. PGD images) that replace
-    what the processor would produce for that item's image.
+    what the processor would produce for that item's image. ``store`` decides whether the batches wait
+    in memory or on disk (default: memory); on disk, each lookup of the result reads one layer back.
     """
     order = sorted(range(len(items)), key=lambda i: (items[i].image is None, i))
-    chunks: dict[int, list[torch.Tensor]] = {r.layer: [] for r in refs}
+    sink = (store or ActivationStore("memory")).sink(desc, len(items), [r.layer for r in refs], session.dims[0])
     index: list[int] = []
     bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
     start = 0
@@ -57,10 +60,10 @@ def collect(session, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *, 
         w = position_weights(batch.inputs, batch.prompt_last, positions, session.image_token_id)
         acts = read_sites(session.model, batch.inputs, refs, w)
         for layer, a in acts.items():
-            chunks[layer].append(a)
+            sink.add(layer, a)
         index.extend(batch_idx)
         bar.update(len(batch_idx))
     bar.close()
     inverse = torch.empty(len(index), dtype=torch.long)
     inverse[torch.tensor(index)] = torch.arange(len(index))
-    return {layer: torch.cat(parts)[inverse] for layer, parts in chunks.items()}
+    return sink.finish(inverse)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from .activation_store import ActivationStore
 from .activations import collect
 from .bundle import Bundle
 from .compile import resolve_layers, site_ref
@@ -55,8 +56,19 @@ def _sides(loaded: LoadedRecipe, sources) -> list:
     return items
 
 
-def extract(loaded: LoadedRecipe, session, *, progress: bool = True) -> Bundle:
-    """Run the recipe's extraction on a loaded model session and return the bundle (not yet saved)."""
+def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations: str = "auto",
+            spill_dir: Optional[str] = None) -> Bundle:
+    """Run the recipe's extraction on a loaded model session and return the bundle (not yet saved).
+
+    ``activations``: where pooled activations wait for the fits, ``memory``, ``disk`` (one float32 file
+    per layer in a temporary folder under ``spill_dir``, removed afterwards) or ``auto`` (disk for a
+    collection over 1 GiB). The bundle is the same either way.
+    """
+    with ActivationStore(activations, spill_dir=spill_dir) as store:
+        return _extract(loaded, session, progress, store)
+
+
+def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationStore) -> Bundle:
     recipe = loaded.recipe
     torch.manual_seed(recipe.seed)
     hidden, num_layers = session.dims
@@ -80,9 +92,11 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True) -> Bundle:
 
             override, pgd_report = attack(session, recall, d.recall.image_perturbation, seed=recipe.seed,
                                           progress=progress)
-        h_rec = collect(session, recall, refs, pixel_override=override, desc="recall", progress=progress)
-        h_era = collect(session, erasure, refs, desc="erasure", progress=progress)
+        h_rec = collect(session, recall, refs, pixel_override=override, desc="recall", progress=progress,
+                        store=store)
+        h_era = collect(session, erasure, refs, desc="erasure", progress=progress, store=store)
         dirs = compute_directions("mean_diff", h_rec, h_era)
+        del h_rec, h_era, override  # not needed by the gate fit: free them before it collects its own
         for layer, v in dirs.items():
             if d.normalize:
                 v = v / v.norm().clamp(min=1e-12)
@@ -93,7 +107,7 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True) -> Bundle:
         data["recall"] = _data_hash(source_path(d.recall.source, loaded.resolve, recipe.model.world))
         data["erasure"] = _data_hash(source_path(d.erasure.source, loaded.resolve, recipe.model.world))
 
-    gate_meta = _fit_gate(loaded, session, site, layers, tensors, data, progress)
+    gate_meta = _fit_gate(loaded, session, site, layers, tensors, data, progress, store)
     return Bundle.create(
         tensors, model_id=session.model_id or "unknown", model_revision=session.revision,
         architecture=session.architecture,
@@ -104,7 +118,7 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True) -> Bundle:
 
 
 def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tensors: dict, data: dict,
-              progress: bool) -> dict:
+              progress: bool, store: ActivationStore) -> dict:
     recipe = loaded.recipe
     g = recipe.gate
     if g.rule in ("always_on", "cosine_threshold"):
@@ -121,8 +135,8 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
         if g.layer is not None else layers
     refs = [site_ref(session.adapter, site, layer) for layer in gate_layers]
     pos = g.read.positions
-    h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress)
-    h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress)
+    h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress, store=store)
+    h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress, store=store)
     if g.rule == "prototype":
         return _fit_prototypes(loaded, site, gate_layers[0], forget, retain, h_f[gate_layers[0]],
                                h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)

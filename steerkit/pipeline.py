@@ -155,7 +155,7 @@ def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
 
 
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
-               log=print) -> Bundle:
+               log=print, activations: str = "auto", spill_dir: Optional[str] = None) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing."""
     from .extract import extract
 
@@ -165,7 +165,7 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     if path is not None and path.exists():
         return Bundle.load(path, expect=expect)
     log(f"bundle {path} is missing: extracting it now" if path else "no bundle path: extracting in memory")
-    bundle = extract(loaded, session, progress=progress)
+    bundle = extract(loaded, session, progress=progress, activations=activations, spill_dir=spill_dir)
     if path is not None:
         bundle.save(path)
         log(f"wrote {path}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import guarded, set_option
+from .common import activation_options, guarded, set_option
 
 
 def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
@@ -36,9 +36,11 @@ def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 @click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
+@activation_options
 @set_option
 @guarded
-def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, overrides):
+def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, activations, spill_dir,
+            overrides):
     """Steer a model with RECIPE on prompts and print or write the answers.
 
     \b
@@ -71,7 +73,7 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
         click.echo(p.render(), err=True)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     session = load_session(loaded.recipe.model, loaded.base_dir)
-    b = get_bundle(loaded, session, bundle_override=bundle, log=log)
+    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir)
     plan = plan_for(loaded, session, b)
     limit = getattr(session.model.config, "max_position_embeddings", None) or getattr(
         getattr(session.model.config, "text_config", None), "max_position_embeddings", None)

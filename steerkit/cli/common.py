@@ -43,6 +43,18 @@ def guarded(fn):
     return wrapper
 
 
+def activation_options(fn):
+    """--activations and --spill-dir: where extraction keeps pooled activations (docs/memory.md)."""
+    from ..activation_store import MODES
+
+    fn = click.option("--spill-dir", type=click.Path(file_okay=False),
+                      help="Folder for spilled activations (default: $STEERKIT_SPILL_DIR or the system "
+                           "temp folder); removed after extraction.")(fn)
+    return click.option("--activations", type=click.Choice(MODES), default="auto", show_default=True,
+                        help="Where extraction keeps pooled activations: memory, disk (one file per layer, "
+                             "fitted one layer at a time) or auto (disk above 1 GiB).")(fn)
+
+
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a recipe value, validated like the file (e.g. --set steer.strength.lambda=-0.3).")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from .common import guarded, set_option
+from .common import activation_options, guarded, set_option
 
 DEMO_RECIPE = "unlearning/mllmeraser_embedded_llava"
 
 
-def _run(recipe_path, bundle, out, overrides):
+def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None):
     from ..eval_job import run_eval
     from ..evaluate.report import markdown_report
     from ..pipeline import get_bundle
@@ -22,7 +22,7 @@ def _run(recipe_path, bundle, out, overrides):
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     log(f"loading {loaded.recipe.model.id} (embedded models are trained once and cached)")
     session = load_session(loaded.recipe.model, loaded.base_dir)
-    b = get_bundle(loaded, session, bundle_override=bundle, log=log)
+    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir)
     job = run_eval(loaded, session, b, out_dir=Path(out) if out else None)
     click.echo(markdown_report(job["results"], f"{loaded.recipe.name}: vanilla vs steered"))
     for kind, path in job["paths"].items():
@@ -33,9 +33,10 @@ def _run(recipe_path, bundle, out, overrides):
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: eval.out).")
+@activation_options
 @set_option
 @guarded
-def command(recipe, bundle, out, overrides):
+def command(recipe, bundle, out, activations, spill_dir, overrides):
     """Evaluate RECIPE: every metric for vanilla and steered, gate histograms and plots.
 
     \b
@@ -43,7 +44,7 @@ def command(recipe, bundle, out, overrides):
       steerkit eval recipes/unlearning/mllmeraser_embedded_llava.yaml
       steerkit eval my.yaml --set eval.forget_ratio=5 --out runs/f5
     """
-    _run(recipe, bundle, out, overrides)
+    _run(recipe, bundle, out, overrides, activations, spill_dir)
 
 
 @click.command("demo")

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import click
 
-from .common import guarded, set_option
+from .common import activation_options, guarded, set_option
 
 
 @click.command("extract")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Bundle path (default: the recipe's).")
+@activation_options
 @set_option
 @guarded
-def command(recipe: str, out: str | None, overrides: tuple[str, ...]) -> None:
+def command(recipe: str, out: str | None, activations: str, spill_dir: str | None, overrides: tuple[str, ...]) -> None:
     """Extract directions and fit the gate for RECIPE; write the bundle atomically.
 
     \b
     Examples:
       steerkit extract recipes/unlearning/mllmeraser_embedded_llava.yaml
       steerkit extract my.yaml -o runs/my.safetensors --set gate.rho=0.4
+      steerkit extract big.yaml --activations disk --spill-dir /scratch
     """
     from ..errors import Problem, RecipeError
     from ..extract import extract
@@ -32,7 +34,7 @@ def command(recipe: str, out: str | None, overrides: tuple[str, ...]) -> None:
         raise RecipeError("nowhere to write the bundle", [Problem("no bundle.path and no -o", recipe, None, None,
                                                                   "bundle.path", "pass -o BUNDLE", "SK205")])
     session = load_session(loaded.recipe.model, loaded.base_dir)
-    bundle = extract(loaded, session)
+    bundle = extract(loaded, session, activations=activations, spill_dir=spill_dir)
     bundle.save(path)
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
