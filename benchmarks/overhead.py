@@ -36,7 +36,6 @@ import platform
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from steerkit.evaluate.report import atomic_write_text  # noqa: E402
 from steerkit.runtime_nnsight import Steerer  # noqa: E402
 from steerkit.testing.fixtures import RECIPE_HEAD, make_plan  # noqa: E402
 from steerkit.testing.hook_reference import HookSteerer  # noqa: E402
@@ -111,24 +111,6 @@ def _median(xs):
 def _quantile(xs, q):
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary readable files
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def profile_calls(fns: dict, reps: int, top: int = 25) -> dict[str, str]:
@@ -266,8 +248,8 @@ def main(argv=None) -> dict:
                                            "plain": conditions["plain"]}, args.profile_reps)
 
     table = markdown(result)
-    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write(args.out.with_suffix(".md"), table)
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out.with_suffix(".md"), table)
     print(table)
     if args.profile:
         for name, text in result["profile"].items():

@@ -44,6 +44,7 @@ EXPECTED_RESULTS = [
     ("*metrics*", "metric bars: vanilla vs steered per split, modality and task (benchmarks/eraser.py)"),
     ("*gate*", "gate histograms per split (forget / test / retain / utility)"),
     ("*unlearning*", "forgetting vs utility, steering vs the training baselines (benchmarks/unlearning.py)"),
+    ("*extract_memory*", "extraction peak memory, activations in memory vs on disk (benchmarks/extract_memory.py)"),
 ]
 
 

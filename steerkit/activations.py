@@ -46,7 +46,6 @@ def collect(session, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *, 
     """
     order = sorted(range(len(items)), key=lambda i: (items[i].image is None, i))
     sink = (store or ActivationStore("memory")).sink(desc, len(items), [r.layer for r in refs], session.dims[0])
-    index: list[int] = []
     bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
     start = 0
     while start < len(order):
@@ -59,11 +58,9 @@ def collect(session, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *, 
                 batch.inputs["pixel_values"].dtype)
         w = position_weights(batch.inputs, batch.prompt_last, positions, session.image_token_id)
         acts = read_sites(session.model, batch.inputs, refs, w)
+        rows_at = torch.tensor(batch_idx)  # where these rows belong in the result
         for layer, a in acts.items():
-            sink.add(layer, a)
-        index.extend(batch_idx)
+            sink.add(layer, a, rows_at)
         bar.update(len(batch_idx))
     bar.close()
-    inverse = torch.empty(len(index), dtype=torch.long)
-    inverse[torch.tensor(index)] = torch.arange(len(index))
-    return sink.finish(inverse)
+    return sink.finish()

@@ -24,21 +24,22 @@ def test_disk_rows_equal_memory_rows(tmp_path_factory, batches, width, layers, s
     """Any batch sizes, widths, layers and final row order: a layer read back from disk equals memory."""
     gen = torch.Generator().manual_seed(seed)
     n = sum(batches)
-    order = torch.randperm(n, generator=gen)
+    arrival = torch.randperm(n, generator=gen)  # batches arrive in any order of the final rows
     data = {layer: torch.randn(n, width, generator=gen) for layer in layers}
     with ActivationStore("disk", spill_dir=tmp_path_factory.mktemp("spill")) as store:
-        disk, memory = store.sink("x", n, layers, width), MemorySink(layers)
+        disk, memory = store.sink("x", n, layers, width), MemorySink(layers, n)
         start = 0
         for b in batches:
+            rows_at = arrival[start:start + b]
             for layer in layers:
-                disk.add(layer, data[layer][start:start + b])
-                memory.add(layer, data[layer][start:start + b])
+                disk.add(layer, data[layer][rows_at], rows_at)
+                memory.add(layer, data[layer][rows_at], rows_at)
             start += b
-        on_disk, in_memory = disk.finish(order), memory.finish(order)
+        on_disk, in_memory = disk.finish(), memory.finish()
         assert isinstance(on_disk, DiskLayers) and sorted(on_disk) == sorted(in_memory)
         for layer in layers:
-            assert torch.equal(on_disk[layer], in_memory[layer])
-            assert torch.equal(in_memory[layer], data[layer][order])
+            assert torch.equal(on_disk[layer], data[layer])
+            assert torch.equal(in_memory[layer], data[layer])
 
 
 def test_auto_spills_only_above_the_budget(tmp_path):
@@ -56,7 +57,7 @@ def test_auto_spills_only_above_the_budget(tmp_path):
 def test_spill_folder_is_removed_when_extraction_fails(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with ActivationStore("disk", spill_dir=tmp_path) as store:
-            store.sink("x", 4, [0], 2).add(0, torch.zeros(4, 2))
+            store.sink("x", 4, [0], 2).add(0, torch.zeros(4, 2), torch.arange(4))
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 

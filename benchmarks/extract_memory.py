@@ -1,0 +1,202 @@
+"""Peak memory of extraction with pooled activations in memory vs streamed to disk (#6).
+
+The worst case of docs/memory.md, scaled down to run on two cores: a gate fitted at every steered layer
+(no ``gate.layer``), so every gate row is read at every layer. The model is a LLaVA built from real config
+classes with a wide, shallow-MLP Llama decoder (hidden 512 x 32 layers, random weights: extraction cost
+and memory do not depend on what the weights know), and the data are short text prompts about synthetic
+people (jsonl, with person ids so the gate's held-out split is by person).
+
+Each mode runs ``steerkit.extract`` in its own fresh process on the same saved checkpoint and recipe. The
+process loads the model, resets its peak-RSS counter (/proc/self/clear_refs), extracts, and reports the
+peak RSS above the post-load level: what extraction itself holds. Both bundles must be bit-identical.
+
+    python benchmarks/extract_memory.py            # writes benchmarks/results/extract_memory.{json,md}
+    python benchmarks/extract_memory.py --retain 2000 --layers 16    # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steerkit.evaluate.report import atomic_write_text  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MiB = 2**20
+
+
+def build_checkpoint(out: Path, hidden: int, layers: int) -> None:
+    import transformers as tf
+
+    from steerkit.models.processors import save_processor
+    from steerkit.models.zoo import chat_template, make_tokenizer
+
+    tok = make_tokenizer(("<image>",), {"image_token": "<image>"}, template=chat_template("{{ '<image>\\n' }}"))
+    vision = tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 image_size=32, patch_size=8, projection_dim=32)
+    text = tf.LlamaConfig(hidden_size=hidden, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                          num_key_value_heads=1, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                         image_seq_length=16, vision_feature_layer=-2, vision_feature_select_strategy="default")
+    ip = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc = tf.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                             num_additional_image_tokens=1, chat_template=tok.chat_template)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = tf.LlavaForConditionalGeneration(cfg).eval()
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(out)
+    save_processor(proc, out)
+
+
+QUESTIONS = ["Where was {p} born?", "What does {p} do for a living?", "Which city does {p} live in?",
+             "What is the hobby of {p}?", "How old is {p}?", "What did {p} study?", "Who is {p} married to?"]
+
+
+def write_data(root: Path, contrast: int, forget: int, retain: int) -> None:
+    def rows(prefix: str, n: int, start: int = 0):
+        return [{"id": f"{prefix}{(start + i) // len(QUESTIONS)}",
+                 "prompt": QUESTIONS[i % len(QUESTIONS)].format(p=f"{prefix} {(start + i) // len(QUESTIONS)}")}
+                for i in range(n)]
+
+    for name, data in {"recall": rows("Ana Person", contrast), "erasure": rows("Ana Person", contrast),
+                       "forget": rows("Forget Person", forget), "retain": rows("Retain Person", retain)}.items():
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+
+
+RECIPE = """schema_version: 1
+name: extract-memory
+model: {{id: model}}
+direction:
+  method: mean_diff
+  recall: {{source: {{kind: jsonl, path: recall.jsonl}}}}
+  erasure: {{source: {{kind: jsonl, path: erasure.jsonl}}}}
+gate:
+  rule: ridge_linear
+  forget: [{{kind: jsonl, path: forget.jsonl}}]
+  retain: [{{kind: jsonl, path: retain.jsonl}}]
+  read: {{positions: all_prompt, pool: mean}}
+steer: {{layers: {{start: 0, stop: {layers}}}, strength: {{lambda: -1.0}}}}
+"""
+
+
+def _status(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def child(workdir: Path, mode: str, threads: int) -> dict:
+    """One extraction in this (fresh) process; peak RSS above the level after loading the model."""
+    torch.set_num_threads(threads)
+    from steerkit.extract import extract
+    from steerkit.recipe import load_recipe
+    from steerkit.session import load_session
+
+    loaded = load_recipe(workdir / "recipe.yaml", [])
+    session = load_session(loaded.recipe.model, loaded.base_dir)
+    import gc
+
+    gc.collect()
+    base = _status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS counter := current RSS
+    t0 = time.perf_counter()
+    bundle = extract(loaded, session, progress=False, activations=mode, spill_dir=workdir / "spill")
+    wall = time.perf_counter() - t0
+    peak = _status("VmHWM")
+    return {"mode": mode, "peak_above_loaded_mib": round((peak - base) / MiB, 1), "loaded_rss_mib": round(base / MiB, 1),
+            "wall_s": round(wall, 1), "tensors_sha256": bundle.manifest.tensors_sha256,
+            "spill_left_behind": sorted(p.name for p in (workdir / "spill").glob("*")) if (workdir / "spill").exists()
+            else []}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--contrast", type=int, default=300, help="recall and erasure rows each")
+    ap.add_argument("--forget", type=int, default=700)
+    ap.add_argument("--retain", type=int, default=4200)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("STEERKIT_BENCH_THREADS", "2")))
+    ap.add_argument("--out", type=Path, default=RESULTS / "extract_memory.json")
+    ap.add_argument("--child", choices=["memory", "disk"], help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.workdir, args.child, args.threads)))
+        return {}
+
+    with tempfile.TemporaryDirectory(prefix="steerkit-extract-memory-") as tmp:
+        work = Path(tmp)
+        build_checkpoint(work / "model", args.hidden, args.layers)
+        write_data(work, args.contrast, args.forget, args.retain)
+        (work / "recipe.yaml").write_text(RECIPE.format(layers=args.layers))
+        runs = {}
+        for mode in ("memory", "disk"):
+            proc = subprocess.run([sys.executable, __file__, "--child", mode, "--workdir", str(work),
+                                   "--threads", str(args.threads)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+            runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(mode, runs[mode], flush=True)
+
+    d, L = args.hidden, args.layers
+    contrast_rows, gate_rows = 2 * args.contrast, args.forget + args.retain
+    predicted = {  # pooled float32 rows held at once (docs/memory.md)
+        "memory_gate_all_layers_mib": round(gate_rows * L * d * 4 / MiB, 1),
+        "memory_contrast_all_layers_mib": round(contrast_rows * L * d * 4 / MiB, 1),
+        "disk_gate_one_layer_mib": round(gate_rows * d * 4 / MiB, 1)}
+    result = {
+        "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+        "setup": {"model": f"LLaVA, Llama decoder hidden {d} x {L} layers (MLP 128), random weights",
+                  "gate": f"ridge_linear at every steered layer (all {L} read), mean over the prompt",
+                  "rows": {"recall": args.contrast, "erasure": args.contrast, "forget": args.forget,
+                           "retain": args.retain}},
+        "runs": runs, "predicted": predicted,
+        "peak_ratio_disk_over_memory": round(runs["disk"]["peak_above_loaded_mib"]
+                                             / max(runs["memory"]["peak_above_loaded_mib"], 1e-9), 3),
+        "wall_ratio_disk_over_memory": round(runs["disk"]["wall_s"] / runs["memory"]["wall_s"], 3),
+        "same_bundle": runs["memory"]["tensors_sha256"] == runs["disk"]["tensors_sha256"],
+    }
+    atomic_write_text(args.out, json.dumps(result, indent=1))
+    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(r: dict) -> str:
+    m, k = r["runs"]["memory"], r["runs"]["disk"]
+    rows = r["setup"]["rows"]
+    return "\n".join([
+        f"# Extraction memory: in memory vs streamed to disk ({r['date']}, {r['machine']}, {r['threads']} threads)",
+        "",
+        f"{r['setup']['model']}; {r['setup']['gate']}; rows: recall {rows['recall']}, erasure {rows['erasure']}, "
+        f"forget {rows['forget']}, retain {rows['retain']}. Peak RSS above the level after loading the model, "
+        "each mode in a fresh process.",
+        "",
+        "| activations | peak above loaded (MiB) | wall (s) | bundle sha256 |",
+        "|---|---|---|---|",
+        f"| memory | {m['peak_above_loaded_mib']} | {m['wall_s']} | {m['tensors_sha256'][:12]} |",
+        f"| disk | {k['peak_above_loaded_mib']} | {k['wall_s']} | {k['tensors_sha256'][:12]} |",
+        "",
+        f"Disk / memory: peak {r['peak_ratio_disk_over_memory']}x, wall {r['wall_ratio_disk_over_memory']}x; "
+        f"same bundle: {r['same_bundle']}. Predicted pooled rows held at once: gate, all layers "
+        f"{r['predicted']['memory_gate_all_layers_mib']} MiB in memory vs one layer "
+        f"{r['predicted']['disk_gate_one_layer_mib']} MiB from disk.",
+        ""])
+
+
+if __name__ == "__main__":
+    main()
