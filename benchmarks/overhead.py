@@ -65,28 +65,13 @@ GATES = {
 
 
 def build_model():
-    """A tiny LLaVA with a hidden-512, 8-layer Llama decoder, built the way steerkit/models/zoo.py builds its
-    tiny models (real config classes, in-code BPE tokenizer, a processor that needs no torchvision)."""
-    import transformers as tf
+    """A tiny LLaVA with a hidden-512, 8-layer Llama decoder (steerkit.models.zoo.build_llava: real config
+    classes, in-code BPE tokenizer, a processor that needs no torchvision)."""
+    from steerkit.models.zoo import build_llava
 
-    from steerkit.models.zoo import chat_template, make_tokenizer
-
-    tok = make_tokenizer(("<image>",), {"image_token": "<image>"}, template=chat_template("{{ '<image>\\n' }}"))
-    vision = tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 image_size=32, patch_size=8, projection_dim=32)
-    text = tf.LlamaConfig(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS,
-                          num_attention_heads=8, num_key_value_heads=8, vocab_size=len(tok),
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
-                         image_seq_length=16, vision_feature_layer=-2, vision_feature_select_strategy="default")
-    ip = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    proc = tf.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                             num_additional_image_tokens=1, chat_template=tok.chat_template)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = tf.LlavaForConditionalGeneration(cfg).eval()
-    model.config.architectures = [type(model).__name__]
-    return model, proc, tok
+    t = build_llava(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS,
+                    num_attention_heads=8, num_key_value_heads=8)
+    return t.model, t.processor, t.tokenizer
 
 
 def encode(proc, batch: int) -> dict:

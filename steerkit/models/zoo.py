@@ -138,12 +138,12 @@ def _clip_vision():
                             image_size=32, patch_size=8, projection_dim=32)
 
 
-def _llava(next_: bool = False):
+def _llava(next_: bool = False, **text):
     import transformers as tf
 
     tok = make_tokenizer(("<image>",), {"image_token": "<image>"}, template=chat_template("{{ '<image>\\n' }}"))
     image_id = tok.image_token_id
-    common = dict(vision_config=_clip_vision(), text_config=_llama_text(tok), image_token_id=image_id,
+    common = dict(vision_config=_clip_vision(), text_config=_llama_text(tok, **text), image_token_id=image_id,
                   vision_feature_layer=-2, vision_feature_select_strategy="default")
     pkw = dict(tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
                num_additional_image_tokens=1,  # CLIP's CLS; "default" drops it -> (32/8)^2 = 16 tokens
@@ -304,6 +304,17 @@ def build_tiny(name: str, *, seed: int = 0, std: float | None = None) -> TinyMod
                         p.normal_(0.0, std)
     model.config.architectures = [type(model).__name__]  # what save_pretrained records and adapters key on
     return TinyModel(model.eval(), processor, tok, name)
+
+
+def build_llava(*, seed: int = 0, **text) -> TinyModel:
+    """The tiny LLaVA (same vision tower, tokenizer and processor) with a Llama decoder of any size, e.g.
+    ``build_llava(hidden_size=512, num_hidden_layers=32)``: random weights, for benchmarks that need width
+    or depth. ``text`` overrides LlamaConfig fields."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, processor, tok = _llava(False, **text)
+    model.config.architectures = [type(model).__name__]
+    return TinyModel(model.eval(), processor, tok, "llava")
 
 
 def save_tiny(tiny: TinyModel, out_dir: str | Path) -> Path:

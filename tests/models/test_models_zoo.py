@@ -89,3 +89,16 @@ def test_package_import_is_lazy():
 
     code = "import sys, steerkit.models as m; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_build_llava_takes_any_decoder_size_and_shares_the_tiny_processor():
+    from steerkit.models.zoo import build_llava
+
+    t = build_llava(hidden_size=96, num_hidden_layers=3, num_attention_heads=4)
+    text = t.model.config.text_config
+    assert (text.hidden_size, text.num_hidden_layers) == (96, 3)
+    assert t.model.config.architectures == ["LlavaForConditionalGeneration"]
+    out = t.model(**t.inputs(["What is in this image?"]))
+    assert out.logits.shape[-1] == len(t.tokenizer)
+    again = build_llava(hidden_size=96, num_hidden_layers=3, num_attention_heads=4)
+    assert all(torch.equal(a, b) for a, b in zip(t.model.parameters(), again.model.parameters()))
