@@ -154,3 +154,16 @@ def test_unusable_spill_dir_exits_2_without_traceback(world, tmp_path):
     assert r.exit_code == 2 and "SK761" in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "b.safetensors").exists()
     assert os.path.isfile(blocker)
+
+
+def test_apply_extracts_a_missing_bundle_with_activations_on_disk(world, tmp_path):
+    spill, bundle = tmp_path / "spill", tmp_path / "fresh.safetensors"
+    r = CliRunner().invoke(cli, ["apply", str(world / "per_layer.yaml"), "--prompt", "Where was the person born?",
+                                 "--max-new-tokens", "2", "--activations", "disk", "--spill-dir", str(spill),
+                                 "--set", f"bundle.path={bundle}"])
+    assert r.exit_code == 0, r.output
+    assert bundle.exists() and list(spill.iterdir()) == []
+    r = CliRunner().invoke(cli, ["extract", str(world / "per_layer.yaml"), "-o", str(tmp_path / "mem.safetensors"),
+                                 "--activations", "memory"])
+    assert r.exit_code == 0, r.output
+    assert Bundle.load(bundle).manifest.tensors_sha256 == Bundle.load(tmp_path / "mem.safetensors").manifest.tensors_sha256
