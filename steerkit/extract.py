@@ -20,7 +20,7 @@ from .activations import collect
 from .bundle import Bundle
 from .compile import resolve_layers, site_ref
 from .directions import compute_directions
-from .errors import CompileError, Problem
+from .errors import CompileError, DataError, Problem
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import LoadedRecipe
 from .sources import load_source, source_path
@@ -97,13 +97,21 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
         h_era = collect(session, erasure, refs, desc="erasure", progress=progress, store=store)
         dirs = compute_directions("mean_diff", h_rec, h_era)
         del h_rec, h_era, override  # not needed by the gate fit: free them before it collects its own
+        zero = [layer for layer, v in dirs.items() if float(v.norm()) <= 1e-8]
+        if zero and len(zero) == len(dirs):
+            raise DataError("the erasure direction is zero at every layer", [Problem(
+                "recall and erasure prompts give identical activations at the read position, so there is "
+                "nothing to steer with", str(loaded.path), None, None, "direction",
+                "make the two sides differ in the prompt or image (e.g. direction.recall.image_perturbation, "
+                "or erasure prompts that ask for a refusal): the answers are not read", "SK630")])
         for layer, v in dirs.items():
             if d.normalize:
                 v = v / v.norm().clamp(min=1e-12)
             tensors[f"direction.{site}.{layer}"] = v.float()
         direction_meta = {"method": d.method, "normalize": d.normalize, "recall": {"n": len(recall)},
                           "erasure": {"n": len(erasure)}, "pgd": pgd_report,
-                          "norms": {str(k): round(float(v.norm()), 6) for k, v in dirs.items()}}
+                          "norms": {str(k): round(float(v.norm()), 6) for k, v in dirs.items()},
+                          "zero_layers": zero}
         data["recall"] = _data_hash(source_path(d.recall.source, loaded.resolve, recipe.model.world))
         data["erasure"] = _data_hash(source_path(d.erasure.source, loaded.resolve, recipe.model.world))
 

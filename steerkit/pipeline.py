@@ -155,8 +155,10 @@ def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
 
 
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
-               log=print, activations: str = "auto", spill_dir: Optional[str] = None) -> Bundle:
-    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing."""
+               log=print, activations: str = "auto", spill_dir: Optional[str] = None,
+               extract_missing: bool = True) -> Bundle:
+    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
+    (or, with ``extract_missing=False``, saying how to make it)."""
     from .extract import extract
 
     hidden, layers = session.dims
@@ -164,6 +166,11 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     path = bundle_path(loaded, bundle_override)
     if path is not None and path.exists():
         return Bundle.load(path, expect=expect)
+    if not extract_missing:
+        raise RecipeError("the bundle is missing", [Problem(
+            f"no bundle at {path}" if path else "the recipe has no bundle.path", str(loaded.path), None, None,
+            "bundle.path", "extract it first where the weights are (steerkit extract RECIPE), or pass --bundle",
+            "SK772")])
     log(f"bundle {path} is missing: extracting it now" if path else "no bundle path: extracting in memory")
     bundle = extract(loaded, session, progress=progress, activations=activations, spill_dir=spill_dir)
     if path is not None:

@@ -225,6 +225,15 @@ class Steerer:
         return self.forward(inputs, return_gates=True)[1]
 
 
+def generate_unsteered(model: Any, inputs: dict, max_new_tokens: int, remote: bool | str = False,
+                       **gen_kwargs) -> torch.Tensor:
+    """Plain greedy generation through an nnsight trace (so it can run remotely too)."""
+    with wrapped(model) as nn, torch.no_grad(), nn.trace(**inputs, fn="generate", max_new_tokens=max_new_tokens, do_sample=False,
+                                   **gen_kwargs, **({"remote": remote} if remote else {})) as tracer:
+        out = nnsight.save(tracer.result)
+    return out
+
+
 def _ship_steerkit_by_value() -> None:
     """A remote server does not have steerkit installed: send its functions' source with the request."""
     import sys

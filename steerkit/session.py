@@ -26,6 +26,7 @@ class ModelSession:
     adapter: Adapter
     model_id: str = ""
     revision: Optional[str] = None
+    remote: bool | str = False  # the model runs on an nnsight remote backend (steerkit.remote)
 
     @classmethod
     def from_objects(cls, model, processor, tokenizer, adapter: Optional[Adapter] = None, model_id: str = ""):
@@ -46,6 +47,8 @@ class ModelSession:
 
     @property
     def device(self) -> torch.device:
+        if self.remote:  # inputs travel with the request; the server places them
+            return torch.device("cpu")
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], images: Sequence[Optional[Image.Image]],
@@ -67,7 +70,11 @@ class ModelSession:
         batch = self.encode(prompts, images)
         pad = self.tokenizer.pad_token_id
         gk = dict(pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id)
-        if steerer is None:
+        if steerer is None and self.remote:
+            from .runtime_nnsight import generate_unsteered
+
+            out = generate_unsteered(self.model, batch.inputs, max_new_tokens, self.remote, **gk)
+        elif steerer is None:
             with torch.no_grad():
                 out = self.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, **gk)
         else:
@@ -83,22 +90,27 @@ def architecture_of(model_or_config: Any) -> str:
     return type(model_or_config).__name__
 
 
+def resolve_model_ref(spec: Any, base_dir: Optional[Path] = None) -> str:
+    """What to load for a recipe's model id: an embedded model's cached folder (trained on first use), a
+    local folder (relative to the recipe's folder when it exists there), or the Hub id as given."""
+    model_id = spec.id
+    if model_id.startswith("embedded:"):
+        from .models.embedded import ensure_embedded
+
+        return str(ensure_embedded(model_id.split(":", 1)[1], world_seed=spec.world.seed,
+                                   n_profiles=spec.world.n_profiles))
+    local = Path(model_id).expanduser()
+    if not local.is_absolute() and base_dir is not None and (base_dir / local).exists():
+        local = base_dir / local
+    return str(local) if local.exists() else model_id
+
+
 def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
     """Load the model a recipe names: 'embedded:<name>', a local folder, or a Hub id."""
     from .models.loading import load_pretrained
 
     model_id = spec.id
-    if model_id.startswith("embedded:"):
-        from .models.embedded import ensure_embedded
-
-        path = ensure_embedded(model_id.split(":", 1)[1], world_seed=spec.world.seed,
-                               n_profiles=spec.world.n_profiles)
-        model_id_resolved = str(path)
-    else:
-        local = Path(model_id).expanduser()
-        if not local.is_absolute() and base_dir is not None and (base_dir / local).exists():
-            local = base_dir / local
-        model_id_resolved = str(local) if local.exists() else model_id
+    model_id_resolved = resolve_model_ref(spec, base_dir)
     adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
     dtype = None if spec.dtype == "auto" else getattr(torch, spec.dtype)
     kind = adapter.processor.kind if adapter else "auto"

@@ -88,7 +88,9 @@ name: spill
 model: {id: model}
 direction:
   method: mean_diff
-  recall: {source: {kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}}
+  recall:
+    source: {kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}
+    image_perturbation: {kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}
   erasure: {source: {kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
 steer: {layers: {start: 0}, strength: {lambda: -1.0}}
 """
@@ -167,3 +169,14 @@ def test_apply_extracts_a_missing_bundle_with_activations_on_disk(world, tmp_pat
                                  "--activations", "memory"])
     assert r.exit_code == 0, r.output
     assert Bundle.load(bundle).manifest.tensors_sha256 == Bundle.load(tmp_path / "mem.safetensors").manifest.tensors_sha256
+
+
+def test_a_direction_that_is_zero_everywhere_is_an_error_and_zero_layers_are_named(world, tmp_path):
+    """Recall and erasure prompts that differ only in their answers read identically at the prompt's last
+    token: the direction is zero and the bundle would steer nothing."""
+    recipe = (world / "per_layer.yaml").read_text().split("gate:")[0]
+    recipe = "\n".join(line for line in recipe.splitlines() if "image_perturbation" not in line)
+    (world / "same_sides.yaml").write_text(recipe + "\ngate: {rule: always_on}\n")
+    r = CliRunner().invoke(cli, ["extract", str(world / "same_sides.yaml"), "-o", str(tmp_path / "b.safetensors")])
+    assert r.exit_code == 2 and "SK630" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "b.safetensors").exists()

@@ -9,6 +9,7 @@ generations must equal a local run bit for bit.
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 
@@ -108,3 +109,64 @@ def test_dry_run_fails_when_steerkit_is_not_shipped(llava, server_without_steerk
     with steer(_nnsight_model(t), plan, s.image_token_id, remote="local") as st:
         with pytest.raises(ModuleNotFoundError, match="steerkit"):
             st.forward(enc)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A saved tiny LLaVA, a small world and an extracted bundle, for the CLI."""
+    from click.testing import CliRunner
+
+    from steerkit.bench.world import generate_world
+    from steerkit.cli.main import cli
+    from steerkit.models.zoo import save_tiny
+
+    root = tmp_path_factory.mktemp("remote_cli")
+    generate_world(root / "world", seed=0, n_profiles=20)
+    save_tiny(tiny("llava"), root / "model")
+    (root / "recipe.yaml").write_text("""schema_version: 1
+name: remote-cli
+model: {id: model}
+direction:
+  method: mean_diff
+  recall:
+    source: {kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}
+    image_perturbation: {kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}
+  erasure: {source: {kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
+gate: {rule: always_on}
+steer: {layers: {start: 0}, strength: {lambda: -8.0}}
+bundle: {path: bundle.safetensors}
+""")
+    image = sorted((root / "world/contrast/images").iterdir())[0].name
+    (root / "prompts.jsonl").write_text(json.dumps({"prompt": "Who is this?", "image": f"world/contrast/images/{image}"})
+                                        + "\n" + json.dumps({"prompt": "Where was the person born?"}) + "\n")
+    r = CliRunner().invoke(cli, ["extract", str(root / "recipe.yaml")])
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def _apply(root, out, *extra):
+    from click.testing import CliRunner
+
+    from steerkit.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["apply", str(root / "recipe.yaml"), "--input", str(root / "prompts.jsonl"), "--out",
+                                 str(out), "--compare", "--max-new-tokens", "4", *extra])
+    return r, [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else None
+
+
+def test_cli_apply_through_the_remote_path_answers_like_a_local_run(checkpoint, tmp_path, server_without_steerkit):
+    r_local, local = _apply(checkpoint, tmp_path / "local.jsonl")
+    assert r_local.exit_code == 0, r_local.output
+    r_remote, remote = _apply(checkpoint, tmp_path / "remote.jsonl", "--remote", "local")
+    assert r_remote.exit_code == 0, r_remote.output
+    assert remote == local and len(local) == 2
+    assert any(row["steered"] != row["unsteered"] for row in local)  # the bundle does steer these prompts
+
+
+def test_cli_remote_refuses_what_a_server_cannot_run(checkpoint, tmp_path):
+    r, _ = _apply(checkpoint, tmp_path / "a.jsonl", "--remote", "ndif")
+    assert r.exit_code == 2 and "SK771" in r.output and "Traceback" not in r.output, r.output
+    r, _ = _apply(checkpoint, tmp_path / "b.jsonl", "--remote", "somewhere")
+    assert r.exit_code == 2 and "SK770" in r.output, r.output
+    r, _ = _apply(checkpoint, tmp_path / "c.jsonl", "--remote", "local", "--set", "bundle.path=missing.safetensors")
+    assert r.exit_code == 2 and "SK772" in r.output and not (checkpoint / "missing.safetensors").exists(), r.output

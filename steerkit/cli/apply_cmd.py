@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 from .common import activation_options, guarded, set_option
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @click.command("apply")
@@ -36,17 +21,21 @@ def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 @click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--remote", metavar="ndif|local|URL",
+              help="Run the model on an nnsight remote backend: ndif (nnsight's configured host), a server URL, "
+                   "or local (nnsight's dry run of that path, weights loaded here). Needs an extracted bundle.")
 @activation_options
 @set_option
 @guarded
-def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, activations, spill_dir,
-            overrides):
+def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, remote, activations,
+            spill_dir, overrides):
     """Steer a model with RECIPE on prompts and print or write the answers.
 
     \b
     Examples:
       steerkit apply recipes/unlearning/mllmeraser_embedded_llava.yaml --prompt "Who is this?" --image face.png
       steerkit apply my.yaml --input prompts.jsonl --out answers.jsonl --compare
+      steerkit apply hub_model.yaml --prompt "Who is this?" --image face.png --remote ndif
     """
     from tqdm import tqdm
 
@@ -72,13 +61,19 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
     for p in problems:
         click.echo(p.render(), err=True)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    session = load_session(loaded.recipe.model, loaded.base_dir)
-    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir)
+    if remote is not None:
+        from ..remote import load_remote_session, remote_flag
+
+        session = load_remote_session(loaded.recipe.model, loaded.base_dir, remote_flag(remote))
+    else:
+        session = load_session(loaded.recipe.model, loaded.base_dir)
+    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
+                   extract_missing=remote is None)
     plan = plan_for(loaded, session, b)
     limit = getattr(session.model.config, "max_position_embeddings", None) or getattr(
         getattr(session.model.config, "text_config", None), "max_position_embeddings", None)
     results = []
-    with steer(session.model, plan, session.image_token_id) as steerer:
+    with steer(session.model, plan, session.image_token_id, remote=session.remote) as steerer:
         order = sorted(rows, key=lambda r: r.image is None)
         for s in tqdm(range(0, len(order), batch_size), desc="apply", file=sys.stderr, disable=len(order) < 2):
             chunk = order[s:s + batch_size]
@@ -108,7 +103,9 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
                 results.append(rec)
     results.sort(key=lambda r: r["line"])
     if out:
-        _write_jsonl_atomic(Path(out), results)
+        from ..evaluate.report import atomic_write_text
+
+        atomic_write_text(Path(out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     else:
         for r in results:
             click.echo(json.dumps(r, ensure_ascii=False))

@@ -39,6 +39,10 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
                f"{m.tensors_sha256[:12]}")
+    zero = (m.direction or {}).get("zero_layers")
+    if zero:
+        click.echo(f"  warning: the direction is zero at layers {zero} (recall and erasure read identically "
+                   "there), so steering does nothing at those layers", err=True)
     fit = (m.gate or {}).get("fit")
     if fit:
         for layer, s in list(fit.items())[:3]:

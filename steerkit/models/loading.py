@@ -131,6 +131,24 @@ def load_pretrained(model_id_or_path: Union[str, os.PathLike], *, revision: Opti
         _fail(f"unknown loader '{loader}'", f"loader '{loader}' is not known", f"use one of: {', '.join(LOADERS)}",
               "SK707", key="loader", cls=AdapterError)
     model = _load_model(ref, loader, config, revision, torch_dtype, device_map, trust_remote_code)
+    processor, tokenizer = _load_preprocessors(ref, loader, processor_kind, revision, trust_remote_code)
+    return model.eval(), processor, tokenizer
+
+
+def load_preprocessors(model_id_or_path: Union[str, os.PathLike], *, revision: Optional[str] = None,
+                       trust_remote_code: bool = False, processor_kind: str = "auto",
+                       loader: Optional[str] = "image_text_to_text") -> tuple[Any, Any, str]:
+    """``(processor_or_None, tokenizer, loader)`` of a checkpoint without loading its weights (for a model
+    that runs elsewhere, e.g. on an NDIF server). Arguments as in ``load_pretrained``."""
+    ref = check_source(model_id_or_path)
+    config = _load_config(ref, revision, trust_remote_code)
+    if loader in (None, "auto"):
+        loader, auto_kind = _pick_loader(config)
+        processor_kind = auto_kind if processor_kind == "auto" else processor_kind
+    return (*_load_preprocessors(ref, loader, processor_kind, revision, trust_remote_code), loader)
+
+
+def _load_preprocessors(ref: str, loader: str, processor_kind: str, revision, trust_remote_code: bool):
     processor = None
     if loader == "image_text_to_text" and processor_kind != "tokenizer":
         try:
@@ -148,7 +166,7 @@ def load_pretrained(model_id_or_path: Union[str, os.PathLike], *, revision: Opti
         except (OSError, ValueError) as exc:
             _fail(f"cannot load the tokenizer of {ref}", str(exc).splitlines()[0],
                   "save the tokenizer next to the model (tokenizer.save_pretrained(DIR))", "SK708")
-    return model.eval(), processor, tokenizer
+    return processor, tokenizer
 
 
 def _load_model(ref: str, loader: str, config: Any, revision, dtype, device_map, trust_remote_code: bool):

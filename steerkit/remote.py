@@ -1,0 +1,60 @@
+"""Sessions whose model runs on an nnsight remote backend (NDIF), or nnsight's dry run of that path.
+
+``--remote ndif`` (or a server URL): the weights stay on the server. Only the config, tokenizer and
+processor are loaded here, the model is an nnsight ``TransformersModel`` on the meta device, and every
+trace (steered or not) is sent as a request. NDIF hosts Hub models, so the recipe's ``model.id`` must be
+a Hub id. ``--remote local``: the weights are loaded here and every trace goes through nnsight's
+serialise / deserialise rehearsal of the remote path (``remote="local"``), which is how this path is
+tested offline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import Problem, RecipeError
+from .session import ModelSession, architecture_of, resolve_model_ref
+
+
+def remote_flag(value: str) -> bool | str:
+    """The ``remote=`` nnsight takes for a --remote value: ndif -> True, local -> "local", URL -> URL."""
+    if value == "ndif":
+        return True
+    if value == "local" or value.startswith(("http://", "https://")):
+        return value
+    raise RecipeError("invalid --remote", [Problem(
+        f"--remote must be ndif, local or a server URL; got {value!r}", None, None, None, "--remote",
+        "use --remote ndif (the host in nnsight's config), --remote https://HOST, or --remote local", "SK770")])
+
+
+def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str) -> ModelSession:
+    from nnsight.modeling.transformers import TransformersModel
+
+    from .adapter import adapter_for_architecture, get_adapter
+    from .models.loading import load_preprocessors, load_pretrained
+
+    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
+    kind = adapter.processor.kind if adapter else "auto"
+    loader = adapter.loader if adapter else None
+    common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code, processor_kind=kind)
+    if remote == "local":
+        model, processor, tokenizer = load_pretrained(resolve_model_ref(spec, base_dir), loader=loader, **common)
+        source: Any = model
+    else:
+        ref = resolve_model_ref(spec, base_dir)
+        if spec.id.startswith("embedded:") or Path(ref).exists():
+            raise RecipeError("a remote server cannot run a local model", [Problem(
+                f"model.id '{spec.id}' is a local or embedded model; NDIF runs models from the Hub",
+                None, None, None, "model.id", "set model.id to the model's Hub id, or use --remote local",
+                "SK771")])
+        processor, tokenizer, loader = load_preprocessors(ref, loader=loader, **common)
+        source = ref
+    task = "image-text-to-text" if processor is not None else "text-generation"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers' pipeline notes on models it does not list for a task
+        nn_model = TransformersModel(source, revision=spec.revision, processor=processor, tokenizer=tokenizer,
+                                     task=task)
+    adapter = adapter or adapter_for_architecture(architecture_of(nn_model))
+    return ModelSession(nn_model, processor, tokenizer, adapter, spec.id, spec.revision, remote)
