@@ -14,7 +14,7 @@ from steerkit.activation_store import ActivationStore, DiskLayers, MemorySink
 from steerkit.bundle import Bundle
 from steerkit.cli.main import cli
 from steerkit.errors import RecipeError
-from steerkit.testing.fixtures import tiny
+from steerkit.testing.fixtures import TINY_WORKDIR_RECIPE, tiny_workdir
 
 
 @settings(max_examples=40, deadline=None)
@@ -76,24 +76,8 @@ def test_bad_mode_and_unusable_spill_dir_are_clear_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from steerkit.bench.world import generate_world
-    from steerkit.models.zoo import save_tiny
-
-    root = tmp_path_factory.mktemp("spill")
-    generate_world(root / "world", seed=0, n_profiles=20)
-    save_tiny(tiny("llava"), root / "model")
-    head = """
-schema_version: 1
-name: spill
-model: {id: model}
-direction:
-  method: mean_diff
-  recall:
-    source: {kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}
-    image_perturbation: {kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}
-  erasure: {source: {kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
-steer: {layers: {start: 0}, strength: {lambda: -1.0}}
-"""
+    root = tiny_workdir(tmp_path_factory.mktemp("spill"))
+    head = TINY_WORKDIR_RECIPE.format(name="spill") + "steer: {layers: {start: 0}, strength: {lambda: -1.0}}\n"
     gates = {  # one gate per steered layer (reads every layer), and a prototype gate at one layer
         "per_layer": "gate: {rule: ridge_linear, holdout: 0.25, forget: [{kind: mllmu, path: world, split: forget, "
                      "tasks: [classification]}], retain: [{kind: mllmu, path: world, split: retain, "

@@ -10,35 +10,19 @@ from click.testing import CliRunner
 
 from steerkit.bundle import Bundle
 from steerkit.cli.main import cli
-from steerkit.testing.fixtures import tiny
+from steerkit.testing.fixtures import TINY_WORKDIR_RECIPE, tiny_workdir
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    from steerkit.bench.world import generate_world
-    from steerkit.models.zoo import save_tiny
-
-    root = tmp_path_factory.mktemp("e2e")
-    generate_world(root / "world", seed=0, n_profiles=20)
-    save_tiny(tiny("llava"), root / "model")
-    recipe = f"""
-schema_version: 1
-name: tiny-e2e
-model: {{id: model}}
-direction:
-  method: mean_diff
-  recall:
-    source: {{kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}}
-    image_perturbation: {{kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}}
-  erasure:
-    source: {{kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
-gate:
+    root = tiny_workdir(tmp_path_factory.mktemp("e2e"))
+    recipe = TINY_WORKDIR_RECIPE.format(name="tiny-e2e") + """gate:
   rule: ridge_linear
-  forget: [{{kind: mllmu, path: world, split: forget, tasks: [classification]}}]
-  retain: [{{kind: mllmu, path: world, split: retain, tasks: [classification]}}]
+  forget: [{kind: mllmu, path: world, split: forget, tasks: [classification]}]
+  retain: [{kind: mllmu, path: world, split: retain, tasks: [classification]}]
   holdout: 0.25
-steer: {{layers: {{start: 0}}, strength: {{lambda: -1.0}}}}
-bundle: {{path: out/bundle.safetensors}}
+steer: {layers: {start: 0}, strength: {lambda: -1.0}}
+bundle: {path: out/bundle.safetensors}
 """
     (root / "recipe.yaml").write_text(recipe)
     (root / "prompts.jsonl").write_text(

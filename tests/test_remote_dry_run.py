@@ -19,7 +19,7 @@ from nnsight.intervention.backends.local import LocalSimulationBackend
 
 import steerkit.runtime_nnsight as runtime
 from steerkit.runtime_nnsight import steer
-from steerkit.testing.fixtures import RECIPE_HEAD, make_plan, tiny
+from steerkit.testing.fixtures import RECIPE_HEAD, TINY_WORKDIR_RECIPE, make_plan, tiny, tiny_workdir
 
 PLANS = {
     "always_on": "gate: {rule: always_on}\nsteer: {op: add, layers: {start: 0}, strength: {lambda: -1.0}}\n",
@@ -116,26 +116,12 @@ def checkpoint(tmp_path_factory):
     """A saved tiny LLaVA, a small world and an extracted bundle, for the CLI."""
     from click.testing import CliRunner
 
-    from steerkit.bench.world import generate_world
     from steerkit.cli.main import cli
-    from steerkit.models.zoo import save_tiny
 
-    root = tmp_path_factory.mktemp("remote_cli")
-    generate_world(root / "world", seed=0, n_profiles=20)
-    save_tiny(tiny("llava"), root / "model")
-    (root / "recipe.yaml").write_text("""schema_version: 1
-name: remote-cli
-model: {id: model}
-direction:
-  method: mean_diff
-  recall:
-    source: {kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}
-    image_perturbation: {kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}
-  erasure: {source: {kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}
-gate: {rule: always_on}
-steer: {layers: {start: 0}, strength: {lambda: -8.0}}
-bundle: {path: bundle.safetensors}
-""")
+    root = tiny_workdir(tmp_path_factory.mktemp("remote_cli"))
+    (root / "recipe.yaml").write_text(TINY_WORKDIR_RECIPE.format(name="remote-cli") + "gate: {rule: always_on}\n"
+                                      "steer: {layers: {start: 0}, strength: {lambda: -8.0}}\n"
+                                      "bundle: {path: bundle.safetensors}\n")
     image = sorted((root / "world/contrast/images").iterdir())[0].name
     (root / "prompts.jsonl").write_text(json.dumps({"prompt": "Who is this?", "image": f"world/contrast/images/{image}"})
                                         + "\n" + json.dumps({"prompt": "Where was the person born?"}) + "\n")

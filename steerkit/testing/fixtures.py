@@ -15,6 +15,33 @@ def tiny(name: str, std: float = 0.1):
     return build_tiny(name, seed=0, std=std)
 
 
+# A recipe head for a tiny saved LLaVA next to a generated world (``tiny_workdir``): a mean-difference
+# direction from six contrast rows, PGD-perturbed so recall and erasure read differently.
+TINY_WORKDIR_RECIPE = """schema_version: 1
+name: {name}
+model: {{id: model}}
+direction:
+  method: mean_diff
+  recall:
+    source: {{kind: jsonl, path: world/contrast/recall.jsonl, limit: 6}}
+    image_perturbation: {{kind: pgd_linf, epsilon: 0.0627, step: 0.0078, steps: 2}}
+  erasure: {{source: {{kind: jsonl, path: world/contrast/erasure.jsonl, limit: 6}}}}
+"""
+
+
+def tiny_workdir(root):
+    """Write a 20-profile world (``root/world``) and the tiny LLaVA checkpoint (``root/model``)."""
+    from pathlib import Path
+
+    from steerkit.bench.world import generate_world
+    from steerkit.models.zoo import save_tiny
+
+    root = Path(root)
+    generate_world(root / "world", seed=0, n_profiles=20)
+    save_tiny(tiny("llava"), root / "model")
+    return root
+
+
 def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: int = 0, gate_scale: float = 0.3,
               biases: dict | None = None):
     """Compile a recipe against random vectors of the right shape (a stand-in for an extracted bundle)."""
