@@ -18,7 +18,7 @@ import torch
 from .activation_store import ActivationStore
 from .activations import collect
 from .bundle import Bundle
-from .compile import resolve_layers, site_ref
+from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
@@ -72,6 +72,12 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
     recipe = loaded.recipe
     torch.manual_seed(recipe.seed)
     hidden, num_layers = session.dims
+    # every check the plan will need, before any forward pass: a recipe that cannot compile against this
+    # model would otherwise be found out only after the (possibly hours-long) extraction
+    try:
+        compile_recipe(recipe, session.adapter, None, dims=session.dims, architecture=session.architecture)
+    except CompileError as exc:
+        raise CompileError(f"{loaded.path}: {exc.summary}", loaded.locate(exc.problems)) from None
     problems: list[Problem] = []
     layers = resolve_layers(recipe.steer.layers, num_layers, problems)
     if problems:

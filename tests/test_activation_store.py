@@ -82,7 +82,7 @@ def world(tmp_path_factory):
         "per_layer": "gate: {rule: ridge_linear, holdout: 0.25, forget: [{kind: mllmu, path: world, split: forget, "
                      "tasks: [classification]}], retain: [{kind: mllmu, path: world, split: retain, "
                      "tasks: [classification]}]}\n",
-        "prototype": "gate: {rule: prototype, layer: 1, holdout: 0.25, text_score: whitened_cosine, "
+        "prototype": "gate: {rule: prototype, layer: 0, holdout: 0.25, text_score: whitened_cosine, "
                      "forget: [{kind: mllmu, path: world, split: forget, tasks: [classification, generation]}], "
                      "retain: [{kind: mllmu, path: world, split: retain, tasks: [classification, generation]}]}\n",
     }
@@ -163,4 +163,20 @@ def test_a_direction_that_is_zero_everywhere_is_an_error_and_zero_layers_are_nam
     (world / "same_sides.yaml").write_text(recipe + "\ngate: {rule: always_on}\n")
     r = CliRunner().invoke(cli, ["extract", str(world / "same_sides.yaml"), "-o", str(tmp_path / "b.safetensors")])
     assert r.exit_code == 2 and "SK630" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_extract_refuses_a_recipe_that_cannot_compile_before_reading_anything(world, tmp_path, monkeypatch):
+    import steerkit.activations as activations
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("extract read activations for a recipe that cannot compile")
+
+    monkeypatch.setattr(activations, "read_sites", no_reads)
+    recipe = (world / "per_layer.yaml").read_text().split("gate:")[0].replace("start: 0", "start: 0, stop: 1")
+    (world / "late_gate.yaml").write_text(recipe + "gate: {rule: ridge_linear, layer: 1, forget: [{kind: mllmu, "
+                                          "path: world, split: forget}], retain: [{kind: mllmu, path: world, "
+                                          "split: retain}]}\n")
+    r = CliRunner().invoke(cli, ["extract", str(world / "late_gate.yaml"), "-o", str(tmp_path / "b.safetensors")])
+    assert r.exit_code == 2 and "SK310" in r.output and "late_gate.yaml:" in r.output, r.output
     assert not (tmp_path / "b.safetensors").exists()
