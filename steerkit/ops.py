@@ -77,11 +77,10 @@ def prototype_gate(h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor,
     return c.clamp(clip[0], clip[1]) if clip is not None else c
 
 
-def prototype_gate_for(gate, h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, fetch) -> torch.Tensor:
-    """``prototype_gate`` with its tensors taken from a plan's GateOp; ``fetch(key)`` returns a stored vector
-    or matrix on h's device (the runtime and the hook reference each fetch their own way)."""
-    def stack(keys):
-        return torch.stack([fetch(k) for k in keys]) if keys else None
+def prototype_gate_for(gate, h: torch.Tensor, mask: torch.Tensor, row_image: torch.Tensor, stack) -> torch.Tensor:
+    """``prototype_gate`` with its tensors taken from a plan's GateOp; ``stack(keys)`` returns the stored
+    vectors or matrices named by ``keys`` stacked on h's device, or None for no keys (the runtime caches
+    the stacks; the hook reference stacks afresh)."""
 
     def values(xs, dtype=None):
         return torch.tensor(xs, dtype=dtype, device=h.device) if xs else None

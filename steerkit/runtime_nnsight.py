@@ -89,6 +89,15 @@ class Vectors:
             self.moved[key] = self.tensors[name].to(device=like.device, dtype=like.dtype)
         return self.moved[key]
 
+    def stack(self, names: Sequence[str], like: torch.Tensor) -> Optional[torch.Tensor]:
+        """The named tensors stacked (prototypes, whitening matrices), built once per device and dtype."""
+        if not names:
+            return None
+        key = (tuple(names), like.device, like.dtype)
+        if key not in self.moved:
+            self.moved[key] = torch.stack([self.tensors[n] for n in names]).to(device=like.device, dtype=like.dtype)
+        return self.moved[key]
+
 
 # The traced code below is module-level functions of plan data, the nnsight envoy and the activations it
 # reads: nothing refers to the Steerer or the local process, so nnsight can ship it to a remote backend
@@ -105,7 +114,7 @@ def gate_value(plan: Plan, vectors: Vectors, h: torch.Tensor, masks: dict, vecto
         return cosine_gate(h, mask, vectors.get(direction, h), g.threshold, g.pool)
     if g.rule == "prototype":
         return prototype_gate_for(g, h, mask, masks["image_tokens"].to(h.device).any(dim=1),
-                                  lambda k: vectors.get(k, h))
+                                  lambda keys: vectors.stack(keys, h))
     return linear_gate(h, mask, vectors.get(vector, h), bias, g.pool, g.clip)
 
 

@@ -34,7 +34,7 @@ class HookSteerer:
             return cosine_gate(h, mask, self.plan.tensors[direction], g.threshold, g.pool)
         if g.rule == "prototype":
             return prototype_gate_for(g, h, mask, self.masks["image_tokens"].to(h.device).any(dim=1),
-                                      self.plan.tensors.__getitem__)
+                                      lambda keys: torch.stack([self.plan.tensors[k] for k in keys]) if keys else None)
         return linear_gate(h, mask, self.plan.tensors[vector], bias, g.pool, g.clip)
 
     def _transform(self, ref: SiteRef, h: torch.Tensor) -> torch.Tensor:
