@@ -64,7 +64,7 @@ def run_eval(loaded: LoadedRecipe, session, bundle, *, out_dir: Optional[Path] =
     if vanilla is None:
         vanilla = evaluate(items, gen_v, batch_size=spec.batch_size, progress=progress)
     plan = plan_for(loaded, session, bundle)
-    with steer(session.model, plan, session.image_token_id) as steerer:
+    with steer(session.model, plan, session.image_token_id, remote=session.remote) as steerer:
         gen_s, gate_fn = make_fns(session, steerer)
         steered = evaluate(items, gen_s, batch_size=spec.batch_size, progress=progress, gate_fn=gate_fn)
     results = {"vanilla": vanilla, "steered": steered}

@@ -29,6 +29,15 @@ def remote_flag(value: str) -> bool | str:
         "use --remote ndif (the host in nnsight's config), --remote https://HOST, or --remote local", "SK770")])
 
 
+def open_session(loaded: Any, remote: Optional[str] = None) -> ModelSession:
+    """The recipe's model: loaded here, or (``remote`` = a --remote value) run through nnsight's remote path."""
+    if remote is None:
+        from .session import load_session
+
+        return load_session(loaded.recipe.model, loaded.base_dir)
+    return load_remote_session(loaded.recipe.model, loaded.base_dir, remote_flag(remote))
+
+
 def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str) -> ModelSession:
     from nnsight.modeling.transformers import TransformersModel
 

@@ -156,3 +156,19 @@ def test_cli_remote_refuses_what_a_server_cannot_run(checkpoint, tmp_path):
     assert r.exit_code == 2 and "SK770" in r.output, r.output
     r, _ = _apply(checkpoint, tmp_path / "c.jsonl", "--remote", "local", "--set", "bundle.path=missing.safetensors")
     assert r.exit_code == 2 and "SK772" in r.output and not (checkpoint / "missing.safetensors").exists(), r.output
+
+
+def test_cli_eval_through_the_remote_path_scores_like_a_local_run(checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from steerkit.cli.main import cli
+
+    results = {}
+    for name, extra in (("local", []), ("remote", ["--remote", "local"])):
+        r = CliRunner().invoke(cli, ["eval", str(checkpoint / "recipe.yaml"), "--out", str(tmp_path / name),
+                                     "--set", "eval.data=world", "--set", "eval.limit=2",
+                                     "--set", "eval.splits=[forget,retain]", "--set", "eval.tasks=[classification]",
+                                     *extra])
+        assert r.exit_code == 0, r.output
+        results[name] = [json.loads(line) for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
+    assert results["remote"] == results["local"] and len(results["local"]) >= 8

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import activation_options, guarded, set_option
+from .common import activation_options, guarded, remote_option, set_option
 
 
 @click.command("apply")
@@ -21,9 +21,7 @@ from .common import activation_options, guarded, set_option
 @click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--remote", metavar="ndif|local|URL",
-              help="Run the model on an nnsight remote backend: ndif (nnsight's configured host), a server URL, "
-                   "or local (nnsight's dry run of that path, weights loaded here). Needs an extracted bundle.")
+@remote_option
 @activation_options
 @set_option
 @guarded
@@ -44,7 +42,7 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
     from ..pipeline import get_bundle, plan_for
     from ..recipe import load_recipe
     from ..runtime_nnsight import steer
-    from ..session import load_session
+    from ..remote import open_session
 
     if (input_path is None) == (prompt is None):
         raise DataError("give exactly one of --input or --prompt", [Problem(
@@ -61,12 +59,7 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
     for p in problems:
         click.echo(p.render(), err=True)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    if remote is not None:
-        from ..remote import load_remote_session, remote_flag
-
-        session = load_remote_session(loaded.recipe.model, loaded.base_dir, remote_flag(remote))
-    else:
-        session = load_session(loaded.recipe.model, loaded.base_dir)
+    session = open_session(loaded, remote)
     b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
                    extract_missing=remote is None)
     plan = plan_for(loaded, session, b)

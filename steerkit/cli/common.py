@@ -55,6 +55,12 @@ def activation_options(fn):
                              "fitted one layer at a time) or auto (disk above 1 GiB).")(fn)
 
 
+remote_option = click.option(
+    "--remote", metavar="ndif|local|URL",
+    help="Run the model on an nnsight remote backend: ndif (nnsight's configured host), a server URL, or local "
+         "(nnsight's dry run of that path, weights loaded here). Needs an extracted bundle.")
+
+
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a recipe value, validated like the file (e.g. --set steer.strength.lambda=-0.3).")
