@@ -176,6 +176,9 @@ class Steerer:
     def _trace_kwargs(self) -> dict:
         return {"remote": self.remote} if self.remote else {}
 
+    def _remote_failures(self):
+        return remote_failures() if self.remote else contextlib.nullcontext()
+
     def _fresh_vectors(self) -> Vectors:
         # remote runs ship the vectors with every request: send the float32 table, not the moved copies
         return Vectors(self.plan.tensors) if self.remote else self._vectors
@@ -192,7 +195,7 @@ class Steerer:
         """Steered forward pass; returns logits (and per-row gate values when asked)."""
         nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gates: dict = {}
-        with torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
+        with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
             apply_writes(nn, plan, vectors, masks, gates)
             logits = nnsight.save(nn.output.logits)
             gates = nnsight.save(gates)  # the dict comes back from a remote run too
@@ -210,13 +213,15 @@ class Steerer:
         if plan.phase == "prefill" or not decode_writes:
             # no loop: interventions apply to the first (prefill) forward only. Exact for all_steps too when
             # no write targets generated tokens: gates are read at prefill, other positions are cached.
-            with torch.no_grad(), nn.trace(**inputs, fn="generate", **gk, **self._trace_kwargs()) as tracer:
+            with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, fn="generate", **gk,
+                                                                     **self._trace_kwargs()) as tracer:
                 apply_writes(nn, plan, vectors, masks, gates)
                 out = nnsight.save(tracer.result)
             return out
         # Every decode step: an open loop (EOS may end generation early), so the result is read in its
         # own invoke; statements after an open loop in the same invoke would never run.
-        with warnings.catch_warnings(), torch.no_grad(), nn.trace(fn="generate", **self._trace_kwargs()) as tracer:
+        with self._remote_failures(), warnings.catch_warnings(), torch.no_grad(), \
+                nn.trace(fn="generate", **self._trace_kwargs()) as tracer:
             warnings.filterwarnings("ignore", message=".*was never reached.*")  # the expected end of an open loop
             with tracer.invoke(**inputs, **gk):
                 step_masks = decode_masks(batch)
@@ -237,10 +242,31 @@ class Steerer:
 def generate_unsteered(model: Any, inputs: dict, max_new_tokens: int, remote: bool | str = False,
                        **gen_kwargs) -> torch.Tensor:
     """Plain greedy generation through an nnsight trace (so it can run remotely too)."""
-    with wrapped(model) as nn, torch.no_grad(), nn.trace(**inputs, fn="generate", max_new_tokens=max_new_tokens, do_sample=False,
-                                   **gen_kwargs, **({"remote": remote} if remote else {})) as tracer:
+    with remote_failures() if remote else contextlib.nullcontext(), wrapped(model) as nn, torch.no_grad(), \
+            nn.trace(**inputs, fn="generate", max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs,
+                     **({"remote": remote} if remote else {})) as tracer:
         out = nnsight.save(tracer.result)
     return out
+
+
+@contextlib.contextmanager
+def remote_failures() -> Iterator[None]:
+    """A remote run that fails in transport or on the server is reported as a steerkit error, not a traceback:
+    network errors (connection refused, timeouts, DNS), HTTP and websocket errors, and the server's own
+    ``RemoteError``. Anything else (a bug here) propagates unchanged."""
+    from nnsight.intervention.backends.remote import RemoteError
+
+    try:
+        yield
+    except Exception as exc:
+        transport = type(exc).__module__.split(".")[0] in ("httpx", "websocket", "httpcore")
+        if not (transport or isinstance(exc, (OSError, RemoteError))):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SteeringRuntimeError("the remote nnsight backend failed", [Problem(
+            f"{type(exc).__name__}: {first}", None, None, None, "--remote",
+            "check the host and your NDIF API key (nnsight.CONFIG.set_default_api_key), and that the server "
+            "hosts this model; --remote local rehearses the request offline", "SK510")]) from exc
 
 
 def _ship_steerkit_by_value() -> None:

@@ -172,3 +172,17 @@ def test_cli_eval_through_the_remote_path_scores_like_a_local_run(checkpoint, tm
         assert r.exit_code == 0, r.output
         results[name] = [json.loads(line) for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
     assert results["remote"] == results["local"] and len(results["local"]) >= 8
+
+
+def test_an_unreachable_server_is_a_steerkit_error(llava):
+    """Transport failures surface as SK510 with a hint, never as a raw traceback from the HTTP stack."""
+    from steerkit.errors import SteeringRuntimeError
+
+    t, s = llava
+    plan = make_plan(s.adapter.name, s.dims, RECIPE_HEAD + PLANS["always_on"])
+    model = _nnsight_model(t)
+    model._remoteable_model_key = lambda: "org/model"  # a module-built model has no Hub id to send
+    with steer(model, plan, s.image_token_id, remote="http://127.0.0.1:9") as st:  # port 9: nothing listens
+        with pytest.raises(SteeringRuntimeError) as e:
+            st.forward(t.inputs(["What is in this image?"], seed=3))
+    assert e.value.problems[0].code == "SK510" and "API key" in e.value.problems[0].hint
