@@ -173,6 +173,9 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
             "SK772")])
     log(f"bundle {path} is missing: extracting it now" if path else "no bundle path: extracting in memory")
     bundle = extract(loaded, session, progress=progress, activations=activations, spill_dir=spill_dir)
+    if bundle.manifest.direction.get("zero_layers"):
+        log(f"warning: the direction is zero at layers {bundle.manifest.direction['zero_layers']} (recall and "
+            "erasure read identically there), so steering does nothing at those layers")
     if path is not None:
         bundle.save(path)
         log(f"wrote {path}")

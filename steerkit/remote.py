@@ -41,29 +41,33 @@ def open_session(loaded: Any, remote: Optional[str] = None) -> ModelSession:
 def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str) -> ModelSession:
     from nnsight.modeling.transformers import TransformersModel
 
-    from .adapter import adapter_for_architecture, get_adapter
-    from .models.loading import load_preprocessors, load_pretrained
+    from .adapter import get_adapter
+    from .models.loading import load_preprocessors
+    from .session import load_session
 
-    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
-    kind = adapter.processor.kind if adapter else "auto"
-    loader = adapter.loader if adapter else None
-    common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code, processor_kind=kind)
-    if remote == "local":
-        model, processor, tokenizer = load_pretrained(resolve_model_ref(spec, base_dir), loader=loader, **common)
-        source: Any = model
+    if remote == "local":  # the weights here (with the recipe's dtype and device_map), every trace rehearsed
+        local = load_session(spec, base_dir)
+        source: Any = local.model
+        processor, tokenizer, adapter = local.processor, local.tokenizer, local.adapter
     else:
-        ref = resolve_model_ref(spec, base_dir)
-        if spec.id.startswith("embedded:") or Path(ref).exists():
+        local_folder = not spec.id.startswith("embedded:") and Path(resolve_model_ref(spec, base_dir)).exists()
+        if spec.id.startswith("embedded:") or local_folder:  # checked before an embedded model is trained
             raise RecipeError("a remote server cannot run a local model", [Problem(
                 f"model.id '{spec.id}' is a local or embedded model; NDIF runs models from the Hub",
                 None, None, None, "model.id", "set model.id to the model's Hub id, or use --remote local",
                 "SK771")])
-        processor, tokenizer, loader = load_preprocessors(ref, loader=loader, **common)
-        source = ref
+        adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
+        processor, tokenizer, _ = load_preprocessors(
+            spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+            processor_kind=adapter.processor.kind if adapter else "auto", loader=adapter.loader if adapter else None)
+        source = spec.id
     task = "image-text-to-text" if processor is not None else "text-generation"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers' pipeline notes on models it does not list for a task
         nn_model = TransformersModel(source, revision=spec.revision, processor=processor, tokenizer=tokenizer,
                                      task=task)
-    adapter = adapter or adapter_for_architecture(architecture_of(nn_model))
+    if adapter is None:
+        from .adapter import adapter_for_architecture
+
+        adapter = adapter_for_architecture(architecture_of(nn_model))
     return ModelSession(nn_model, processor, tokenizer, adapter, spec.id, spec.revision, remote)

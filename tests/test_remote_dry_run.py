@@ -186,3 +186,15 @@ def test_an_unreachable_server_is_a_steerkit_error(llava):
         with pytest.raises(SteeringRuntimeError) as e:
             st.forward(t.inputs(["What is in this image?"], seed=3))
     assert e.value.problems[0].code == "SK510" and "API key" in e.value.problems[0].hint
+
+
+def test_an_embedded_model_is_refused_for_ndif_before_anything_is_loaded(monkeypatch):
+    import steerkit.models.embedded as embedded
+    from steerkit.errors import RecipeError
+    from steerkit.recipe import ModelSpec
+    from steerkit.remote import load_remote_session
+
+    monkeypatch.setattr(embedded, "ensure_embedded", lambda *a, **k: pytest.fail("would train the embedded model"))
+    with pytest.raises(RecipeError) as e:
+        load_remote_session(ModelSpec(id="embedded:llava"), None, True)
+    assert e.value.problems[0].code == "SK771"
