@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,13 @@ from .errors import Problem, RecipeError
 
 MODES = ("auto", "memory", "disk")
 DEFAULT_BUDGET_BYTES = 1 << 30  # auto spills a collection larger than 1 GiB
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def spill_error(where: Path, e: OSError) -> RecipeError:
@@ -105,12 +112,12 @@ class ActivationStore:
     """Hands out a sink per collection and owns the spill folder (a context manager)."""
 
     def __init__(self, mode: str = "auto", *, spill_dir: Optional[str | os.PathLike] = None,
-                 budget_bytes: int = DEFAULT_BUDGET_BYTES):
+                 budget_bytes: int = DEFAULT_BUDGET_BYTES, log: Optional[Callable[[str], None]] = None):
         if mode not in MODES:
             raise RecipeError("invalid activation store", [Problem(
                 f"activations must be one of {', '.join(MODES)}; got {mode!r}", None, None, None, "activations",
                 "use --activations auto|memory|disk", "SK760")])
-        self.mode, self.budget_bytes = mode, budget_bytes
+        self.mode, self.budget_bytes, self.log = mode, budget_bytes, log
         self.spill_dir = Path(spill_dir or os.environ.get("STEERKIT_SPILL_DIR") or tempfile.gettempdir())
         self.folder: Optional[Path] = None
         self._open: list[DiskSink] = []
@@ -120,7 +127,11 @@ class ActivationStore:
         """A sink for ``rows`` rows of ``width`` floats at each of ``layers``."""
         layers = list(layers)
         needed = rows * len(layers) * width * 4
-        if self.mode == "memory" or (self.mode == "auto" and needed <= self.budget_bytes):
+        in_memory = self.mode == "memory" or (self.mode == "auto" and needed <= self.budget_bytes)
+        if self.log:
+            where = "in memory" if in_memory else f"on disk, {_size(rows * width * 4)} per layer read back"
+            self.log(f"{name}: {rows:,} rows x {len(layers)} layers x {width} floats = {_size(needed)}, {where}")
+        if in_memory:
             return MemorySink(layers, rows)
         if self.folder is None:
             self.folder = self._make_folder()

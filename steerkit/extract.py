@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from typing import Any, Optional
 
 import torch
@@ -64,7 +65,8 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations
     per layer in a temporary folder under ``spill_dir``, removed afterwards) or ``auto`` (disk for a
     collection over 1 GiB). The bundle is the same either way.
     """
-    with ActivationStore(activations, spill_dir=spill_dir) as store:
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
+    with ActivationStore(activations, spill_dir=spill_dir, log=log) as store:
         return _extract(loaded, session, progress, store)
 
 

@@ -180,3 +180,12 @@ def test_extract_refuses_a_recipe_that_cannot_compile_before_reading_anything(wo
     r = CliRunner().invoke(cli, ["extract", str(world / "late_gate.yaml"), "-o", str(tmp_path / "b.safetensors")])
     assert r.exit_code == 2 and "SK310" in r.output and "late_gate.yaml:" in r.output, r.output
     assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_each_collection_reports_its_size_and_where_it_waits(tmp_path):
+    lines = []
+    with ActivationStore("auto", spill_dir=tmp_path, budget_bytes=10_000, log=lines.append) as store:
+        store.sink("gate retain", 100, [0, 1, 2], 16)  # 19,200 bytes: over the budget
+        store.sink("recall", 10, [0], 16)
+    assert lines == ["gate retain: 100 rows x 3 layers x 16 floats = 18.8 KiB, on disk, 6.2 KiB per layer read back",
+                     "recall: 10 rows x 1 layers x 16 floats = 640 B, in memory"]
