@@ -84,23 +84,31 @@ class DiskSink:
             f.close()
         first = next(iter(self.arrival.values()), [])
         arrived = torch.cat(first) if first else torch.zeros(0, dtype=torch.long)
-        order = torch.empty_like(arrived)
-        order[arrived] = torch.arange(len(arrived))  # order[i]: the stored row that belongs at position i
-        return DiskLayers(self.paths, len(arrived), self.width, order)
+        return DiskLayers(self.paths, self.width, arrived)
 
 
 class DiskLayers(Mapping):
-    """{layer: [N, d] float32}, read from disk one layer per lookup (the caller keeps what it needs)."""
+    """{layer: [N, d] float32}, read from disk one layer per lookup (the caller keeps what it needs).
 
-    def __init__(self, paths: dict[int, Path], n: int, d: int, order: torch.Tensor):
-        self.paths, self.n, self.d, self.order = paths, n, d, order.numpy()
+    A lookup reads the file in chunks of about 16 MiB straight into the result's rows, so a layer costs
+    its own size plus one chunk (a memory map plus a reordering copy would hold it twice)."""
+
+    CHUNK_BYTES = 16 << 20
+
+    def __init__(self, paths: dict[int, Path], d: int, arrived: torch.Tensor):
+        self.paths, self.d, self.arrived = paths, d, arrived  # arrived[k]: final row of the k-th stored row
+        self.n = len(arrived)
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        if self.n == 0:
-            return torch.zeros(0, self.d)
-        mapped = np.memmap(self.paths[layer], dtype=np.float32, mode="r", shape=(self.n, self.d))
-        rows = torch.from_numpy(np.ascontiguousarray(mapped[self.order]))  # the one in-memory copy
-        del mapped
+        rows = torch.empty(self.n, self.d, dtype=torch.float32)
+        step = max(1, self.CHUNK_BYTES // max(1, self.d * 4))
+        with open(self.paths[layer], "rb") as f:
+            for start in range(0, self.n, step):
+                count = min(step, self.n - start)
+                chunk = np.fromfile(f, dtype=np.float32, count=count * self.d)
+                if chunk.size != count * self.d:
+                    raise spill_error(self.paths[layer], OSError(f"shorter than the {self.n} rows written to it"))
+                rows[self.arrived[start:start + count]] = torch.from_numpy(chunk.reshape(count, self.d))
         return rows
 
     def __iter__(self) -> Iterator[int]:
