@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -31,31 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gate_scores import fit, row  # noqa: E402
+from gate_scores import fit, open_embedded, row  # noqa: E402
 
 from steerkit.activations import collect  # noqa: E402
 from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.evaluate.report import atomic_write_text  # noqa: E402
 from steerkit.extract import _holdout_split  # noqa: E402
-from steerkit.recipe import ModelSpec, WorldSource  # noqa: E402
-from steerkit.session import load_session  # noqa: E402
+from steerkit.recipe import WorldSource  # noqa: E402
 from steerkit.sources import load_source  # noqa: E402
 
 KINDS = ("cosine", "whitened_cosine", "discriminant")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="llava")
-    ap.add_argument("--ratio", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gate_probe.json"))
-    args = ap.parse_args()
-    torch.set_num_threads(2)
     t0 = time.perf_counter()
-    spec = ModelSpec(id=f"embedded:{args.model}", world={"seed": args.seed})
-    session = load_session(spec)
+    args, spec, session = open_embedded(__doc__, "gate_probe.json")
     last = session.dims[1] - 1
     refs = [site_ref(session.adapter, "resid_pre", layer) for layer in (1, 2, 3)]
     out_ref = site_ref(session.adapter, "resid_post", last)

@@ -84,17 +84,22 @@ def row(F, T, neg):
             "open_at_1pct_forget": round(open_share(F, neg), 3), "open_at_1pct_test": round(open_share(T, neg), 3)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def open_embedded(doc: str, out_name: str):
+    """Parse --model --ratio --seed --out and load that embedded model (two threads): (args, spec, session)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="llava")
     ap.add_argument("--ratio", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gate_scores.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results" / out_name))
     args = ap.parse_args()
     torch.set_num_threads(2)
-    t0 = time.perf_counter()
     spec = ModelSpec(id=f"embedded:{args.model}", world={"seed": args.seed})
-    session = load_session(spec)
+    return args, spec, load_session(spec)
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    args, spec, session = open_embedded(__doc__, "gate_scores.json")
     refs = [site_ref(session.adapter, "resid_pre", layer) for layer in LAYERS]
 
     def items(split: str) -> list[ContrastItem]:
