@@ -89,6 +89,13 @@ def _status(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
+def _reset_peak() -> int:
+    """Set the peak-RSS counter to the current RSS (Linux) and return that RSS in bytes."""
+    base = _status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    return base
+
+
 def child(workdir: Path, mode: str, threads: int) -> dict:
     """One extraction in this (fresh) process; peak RSS above the level after loading the model."""
     torch.set_num_threads(threads)
@@ -101,8 +108,7 @@ def child(workdir: Path, mode: str, threads: int) -> dict:
     import gc
 
     gc.collect()
-    base = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak RSS counter := current RSS
+    base = _reset_peak()
     t0 = time.perf_counter()
     bundle = extract(loaded, session, progress=False, activations=mode, spill_dir=workdir / "spill")
     wall = time.perf_counter() - t0
@@ -118,8 +124,7 @@ def store_child(mode: str, rows: int, layers: int, d: int, spill: Path) -> dict:
     from steerkit.activation_store import ActivationStore
 
     gen = torch.Generator().manual_seed(0)
-    base = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    base = _reset_peak()
     t0 = time.perf_counter()
     checksum = 0.0
     with ActivationStore(mode, spill_dir=spill) as store:

@@ -67,7 +67,8 @@ class DiskSink:
     def __init__(self, folder: Path, name: str, layers):
         self.paths = {layer: folder / f"{name}.layer{layer}.f32" for layer in layers}
         self.files = {layer: open(path, "wb") for layer, path in self.paths.items()}
-        self.arrival: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        self.first = next(iter(self.paths), None)  # every layer receives the same batches in the same order
+        self.arrival: list[torch.Tensor] = []  # final rows of each batch, in the order they were written
         self.width = 0
 
     def add(self, layer: int, rows: torch.Tensor, positions: torch.Tensor) -> None:
@@ -77,13 +78,13 @@ class DiskSink:
             self.files[layer].write(rows.numpy().tobytes())
         except OSError as e:  # e.g. the disk is full
             raise spill_error(self.paths[layer].parent, e) from None
-        self.arrival[layer].append(positions.to(torch.long))
+        if layer == self.first:
+            self.arrival.append(positions.to(torch.long))
 
     def finish(self) -> "DiskLayers":
         for f in self.files.values():
             f.close()
-        first = next(iter(self.arrival.values()), [])
-        arrived = torch.cat(first) if first else torch.zeros(0, dtype=torch.long)
+        arrived = torch.cat(self.arrival) if self.arrival else torch.zeros(0, dtype=torch.long)
         return DiskLayers(self.paths, self.width, arrived)
 
 
@@ -116,6 +117,8 @@ class DiskLayers(Mapping):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
 class ActivationStore:
     """Hands out a sink per collection and owns the spill folder (a context manager)."""
 
@@ -129,7 +132,7 @@ class ActivationStore:
         self.spill_dir = Path(spill_dir or os.environ.get("STEERKIT_SPILL_DIR") or tempfile.gettempdir())
         self.folder: Optional[Path] = None
         self._open: list[DiskSink] = []
-        self.spilled: list[str] = []  # names of the collections written to disk (reported in the manifest)
+        self.spilled: list[str] = []  # names of the collections written to disk, in order (also file prefixes)
 
     def sink(self, name: str, rows: int, layers, width: int):
         """A sink for ``rows`` rows of ``width`` floats at each of ``layers``."""

@@ -154,6 +154,15 @@ def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
     return out
 
 
+def zero_direction_warning(bundle: Bundle) -> Optional[str]:
+    """The warning for layers where the extracted direction is zero (None when there are none)."""
+    zero = bundle.manifest.direction.get("zero_layers")
+    if not zero:
+        return None
+    return (f"warning: the direction is zero at layers {zero} (recall and erasure read identically there), "
+            "so steering does nothing at those layers")
+
+
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
                log=print, activations: str = "auto", spill_dir: Optional[str] = None,
                extract_missing: bool = True) -> Bundle:
@@ -173,9 +182,9 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
             "SK772")])
     log(f"bundle {path} is missing: extracting it now" if path else "no bundle path: extracting in memory")
     bundle = extract(loaded, session, progress=progress, activations=activations, spill_dir=spill_dir)
-    if bundle.manifest.direction.get("zero_layers"):
-        log(f"warning: the direction is zero at layers {bundle.manifest.direction['zero_layers']} (recall and "
-            "erasure read identically there), so steering does nothing at those layers")
+    warning = zero_direction_warning(bundle)
+    if warning:
+        log(warning)
     if path is not None:
         bundle.save(path)
         log(f"wrote {path}")

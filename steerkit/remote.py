@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from .adapter import adapter_for_architecture
 from .errors import Problem, RecipeError
 from .session import ModelSession, architecture_of, resolve_model_ref
 
@@ -41,33 +42,28 @@ def open_session(loaded: Any, remote: Optional[str] = None) -> ModelSession:
 def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str) -> ModelSession:
     from nnsight.modeling.transformers import TransformersModel
 
-    from .adapter import get_adapter
     from .models.loading import load_preprocessors
-    from .session import load_session
+    from .session import adapter_choice, load_session
 
     if remote == "local":  # the weights here (with the recipe's dtype and device_map), every trace rehearsed
         local = load_session(spec, base_dir)
         source: Any = local.model
         processor, tokenizer, adapter = local.processor, local.tokenizer, local.adapter
     else:
-        local_folder = not spec.id.startswith("embedded:") and Path(resolve_model_ref(spec, base_dir)).exists()
-        if spec.id.startswith("embedded:") or local_folder:  # checked before an embedded model is trained
+        # an embedded id is refused before resolve_model_ref would train the model
+        if spec.id.startswith("embedded:") or Path(resolve_model_ref(spec, base_dir)).exists():
             raise RecipeError("a remote server cannot run a local model", [Problem(
                 f"model.id '{spec.id}' is a local or embedded model; NDIF runs models from the Hub",
                 None, None, None, "model.id", "set model.id to the model's Hub id, or use --remote local",
                 "SK771")])
-        adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
-        processor, tokenizer, _ = load_preprocessors(
-            spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
-            processor_kind=adapter.processor.kind if adapter else "auto", loader=adapter.loader if adapter else None)
+        adapter, kind, loader = adapter_choice(spec)
+        processor, tokenizer = load_preprocessors(spec.id, revision=spec.revision, processor_kind=kind,
+                                                     trust_remote_code=spec.trust_remote_code, loader=loader)
         source = spec.id
     task = "image-text-to-text" if processor is not None else "text-generation"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers' pipeline notes on models it does not list for a task
         nn_model = TransformersModel(source, revision=spec.revision, processor=processor, tokenizer=tokenizer,
                                      task=task)
-    if adapter is None:
-        from .adapter import adapter_for_architecture
-
-        adapter = adapter_for_architecture(architecture_of(nn_model))
+    adapter = adapter or adapter_for_architecture(architecture_of(nn_model))
     return ModelSession(nn_model, processor, tokenizer, adapter, spec.id, spec.revision, remote)

@@ -174,10 +174,10 @@ class Steerer:
         self._vectors = Vectors(plan.tensors)
 
     def _trace_kwargs(self) -> dict:
-        return {"remote": self.remote} if self.remote else {}
+        return _remote_kwargs(self.remote)
 
     def _remote_failures(self):
-        return remote_failures() if self.remote else contextlib.nullcontext()
+        return _failures_guard(self.remote)
 
     def _fresh_vectors(self) -> Vectors:
         # remote runs ship the vectors with every request: send the float32 table, not the moved copies
@@ -242,11 +242,20 @@ class Steerer:
 def generate_unsteered(model: Any, inputs: dict, max_new_tokens: int, remote: bool | str = False,
                        **gen_kwargs) -> torch.Tensor:
     """Plain greedy generation through an nnsight trace (so it can run remotely too)."""
-    with remote_failures() if remote else contextlib.nullcontext(), wrapped(model) as nn, torch.no_grad(), \
+    with _failures_guard(remote), wrapped(model) as nn, torch.no_grad(), \
             nn.trace(**inputs, fn="generate", max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs,
-                     **({"remote": remote} if remote else {})) as tracer:
+                     **_remote_kwargs(remote)) as tracer:
         out = nnsight.save(tracer.result)
     return out
+
+
+def _remote_kwargs(remote: bool | str) -> dict:
+    """nnsight's ``remote=`` for a trace; nothing for a local run (nnsight then picks its local backend)."""
+    return {"remote": remote} if remote else {}
+
+
+def _failures_guard(remote: bool | str):
+    return remote_failures() if remote else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -105,16 +105,21 @@ def resolve_model_ref(spec: Any, base_dir: Optional[Path] = None) -> str:
     return str(local) if local.exists() else model_id
 
 
+def adapter_choice(spec: Any) -> tuple[Optional[Adapter], str, Optional[str]]:
+    """The recipe's adapter (None for "auto": chosen from the loaded architecture), its processor kind
+    and its loader, as ``load_pretrained`` / ``load_preprocessors`` take them."""
+    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
+    return adapter, adapter.processor.kind if adapter else "auto", adapter.loader if adapter else None
+
+
 def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
     """Load the model a recipe names: 'embedded:<name>', a local folder, or a Hub id."""
     from .models.loading import load_pretrained
 
     model_id = spec.id
     model_id_resolved = resolve_model_ref(spec, base_dir)
-    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
+    adapter, kind, loader = adapter_choice(spec)
     dtype = None if spec.dtype == "auto" else getattr(torch, spec.dtype)
-    kind = adapter.processor.kind if adapter else "auto"
-    loader = adapter.loader if adapter else None
     model, processor, tokenizer = load_pretrained(
         model_id_resolved, revision=spec.revision, dtype=dtype, device_map=spec.device_map,
         trust_remote_code=spec.trust_remote_code, processor_kind=kind, loader=loader)

@@ -24,7 +24,7 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     """
     from ..errors import Problem, RecipeError
     from ..extract import extract
-    from ..pipeline import bundle_path
+    from ..pipeline import bundle_path, zero_direction_warning
     from ..recipe import load_recipe
     from ..session import load_session
 
@@ -39,10 +39,9 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
                f"{m.tensors_sha256[:12]}")
-    zero = (m.direction or {}).get("zero_layers")
-    if zero:
-        click.echo(f"  warning: the direction is zero at layers {zero} (recall and erasure read identically "
-                   "there), so steering does nothing at those layers", err=True)
+    warning = zero_direction_warning(bundle)
+    if warning:
+        click.echo(f"  {warning}", err=True)
     fit = (m.gate or {}).get("fit")
     if fit:
         for layer, s in list(fit.items())[:3]:

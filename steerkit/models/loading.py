@@ -137,15 +137,15 @@ def load_pretrained(model_id_or_path: Union[str, os.PathLike], *, revision: Opti
 
 def load_preprocessors(model_id_or_path: Union[str, os.PathLike], *, revision: Optional[str] = None,
                        trust_remote_code: bool = False, processor_kind: str = "auto",
-                       loader: Optional[str] = "image_text_to_text") -> tuple[Any, Any, str]:
-    """``(processor_or_None, tokenizer, loader)`` of a checkpoint without loading its weights (for a model
-    that runs elsewhere, e.g. on an NDIF server). Arguments as in ``load_pretrained``."""
+                       loader: Optional[str] = "image_text_to_text") -> tuple[Any, Any]:
+    """``(processor_or_None, tokenizer)`` of a checkpoint without loading its weights (for a model that
+    runs elsewhere, e.g. on an NDIF server). Arguments as in ``load_pretrained``."""
     ref = check_source(model_id_or_path)
     config = _load_config(ref, revision, trust_remote_code)
     if loader in (None, "auto"):
         loader, auto_kind = _pick_loader(config)
         processor_kind = auto_kind if processor_kind == "auto" else processor_kind
-    return (*_load_preprocessors(ref, loader, processor_kind, revision, trust_remote_code), loader)
+    return _load_preprocessors(ref, loader, processor_kind, revision, trust_remote_code)
 
 
 def _load_preprocessors(ref: str, loader: str, processor_kind: str, revision, trust_remote_code: bool):
