@@ -23,10 +23,6 @@ from .plan import Plan, SiteRef
 from .positions import decode_masks, prompt_masks, union
 
 
-def wrap(model: torch.nn.Module) -> NNsight:
-    return model if isinstance(model, Envoy) else NNsight(model)
-
-
 @contextlib.contextmanager
 def wrapped(model: torch.nn.Module) -> Iterator[NNsight]:
     """An nnsight wrapper that is removed again on exit, so the module is left exactly as it was.
