@@ -18,9 +18,10 @@ from nnsight import NNsight
 from nnsight.intervention.envoy import Envoy
 
 from .errors import Problem, SteeringRuntimeError
-from .ops import apply_op, cosine_gate, linear_gate, prototype_gate_for
 from .plan import Plan, SiteRef
-from .positions import decode_masks, prompt_masks, union
+from .positions import decode_masks, prompt_masks
+from .runtime_common import Vectors, apply_write, gate_value, shared_gate  # noqa: F401 (gate_value: API)
+from .runtime_hooks import HookExecutor
 
 
 @contextlib.contextmanager
@@ -71,70 +72,19 @@ def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
     return int(node) if node is not None else None
 
 
-class Vectors:
-    """Plan vectors moved once per (name, device, dtype): each write fetches its vector on the device and
-    in the dtype of the activation it edits, so a sharded model needs no placement of its own."""
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-        self.moved: dict[tuple[str, Any, Any], torch.Tensor] = {}
-
-    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.device, like.dtype)
-        if key not in self.moved:
-            self.moved[key] = self.tensors[name].to(device=like.device, dtype=like.dtype)
-        return self.moved[key]
-
-    def stack(self, names: Sequence[str], like: torch.Tensor) -> Optional[torch.Tensor]:
-        """The named tensors stacked (prototypes, whitening matrices), built once per device and dtype."""
-        if not names:
-            return None
-        key = (tuple(names), like.device, like.dtype)
-        if key not in self.moved:
-            self.moved[key] = torch.stack([self.tensors[n] for n in names]).to(device=like.device, dtype=like.dtype)
-        return self.moved[key]
-
-
 # The traced code below is module-level functions of plan data, the nnsight envoy and the activations it
 # reads: nothing refers to the Steerer or the local process, so nnsight can ship it to a remote backend
 # (``remote=True``; ``remote="local"`` rehearses that serialisation with steerkit hidden).
-
-def gate_value(plan: Plan, vectors: Vectors, h: torch.Tensor, masks: dict, vector: Optional[str], bias: float,
-               direction: Optional[str]) -> torch.Tensor:
-    """Per-row gate value c in [0, 1] (or unclipped for linear gates without clip) for activation h."""
-    g = plan.gate
-    mask = masks[g.positions].to(h.device)
-    if g.rule == "always_on":
-        return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
-    if g.rule == "cosine":
-        return cosine_gate(h, mask, vectors.get(direction, h), g.threshold, g.pool)
-    if g.rule == "prototype":
-        return prototype_gate_for(g, h, mask, masks["image_tokens"].to(h.device).any(dim=1),
-                                  lambda keys: vectors.stack(keys, h))
-    return linear_gate(h, mask, vectors.get(vector, h), bias, g.pool, g.clip)
-
 
 def apply_writes(nn: Any, plan: Plan, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
     """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps: the
     gate reads the prompt once, at prefill, and every later step reuses it."""
     shared = plan.gate.read
     if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
-        hs = _read(resolve(nn, shared.module), shared)  # compile put it before the first write
-        gates["shared"] = gate_value(plan, vectors, hs, masks, plan.gate.vector, plan.gate.bias, None)
+        shared_gate(plan, vectors, _read(resolve(nn, shared.module), shared), masks, gates)  # compile put it first
     for w in plan.writes if writes is None else writes:
         envoy = resolve(nn, w.at.module)
-        h = _read(envoy, w.at)
-        if shared is not None:
-            key: Any = "shared"
-            if key not in gates:  # the shared gate reads this very site, before it is written
-                gates[key] = gate_value(plan, vectors, h, masks, plan.gate.vector, plan.gate.bias, None)
-        else:
-            key = w.at.layer
-            if key not in gates:
-                gates[key] = gate_value(plan, vectors, h, masks, w.gate_vector, w.gate_bias, w.vector)
-        mask = union(masks, w.positions).to(h.device)
-        _write(envoy, w.at, apply_op(h, w.op, vectors.get(w.vector, h), gates[key], mask, w.strength,
-                                     w.clamp_value))
+        _write(envoy, w.at, apply_write(plan, vectors, masks, gates, w, _read(envoy, w.at)))
 
 
 class Steerer:
@@ -144,10 +94,16 @@ class Steerer:
     trace to an NDIF server, which needs ``model`` to be an nnsight model class built from a Hub id
     (e.g. ``nnsight.modeling.transformers.TransformersModel``) and the server to host that model;
     ``"local"`` is nnsight's dry run of that path (serialise, deserialise with steerkit hidden, run here).
+
+    ``executor`` picks how a local run reaches the activations: ``"hooks"`` (plain torch hooks at the
+    plan's sites, ``runtime_hooks``; the fast path), ``"nnsight"`` (an nnsight trace, the path a remote
+    run takes) or ``"auto"``: hooks for a plain local ``torch.nn.Module``, nnsight for a remote run or a
+    model that is already an nnsight model. Both give the same results bit for bit
+    (``tests/test_runtime_equivalence.py``).
     """
 
     def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
-                 remote: bool | str = False):
+                 remote: bool | str = False, executor: str = "auto"):
         missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
         missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds
                     if k not in plan.tensors]
@@ -159,15 +115,25 @@ class Steerer:
             raise SteeringRuntimeError("the plan has no vectors to run (dry-run plan?)", [Problem(
                 f"missing tensors: {', '.join(sorted(set(missing))[:5])}", None, None, None, "bundle",
                 "compile with a bundle: steerkit extract RECIPE, then apply", "SK501")])
+        self.executor = _choose_executor(executor, model, remote)
         self.model = model
-        self._wrapper = wrapped(model)
-        self.nn = self._wrapper.__enter__()
+        self._wrapper: Optional[contextlib.AbstractContextManager] = None
+        self._nn: Any = None
         self.plan = plan
         self.remote = remote
         if remote:
             _ship_steerkit_by_value()
         self.image_token_id = image_token_id if image_token_id is not None else image_token_id_of(model, plan)
         self._vectors = Vectors(plan.tensors)
+        self._hooks = HookExecutor(model, plan, self._vectors) if self.executor == "hooks" else None
+
+    @property
+    def nn(self) -> Any:
+        """The nnsight-wrapped model, wrapped on first use: the hook path never instruments the model."""
+        if self._nn is None:
+            self._wrapper = wrapped(self.model)
+            self._nn = self._wrapper.__enter__()
+        return self._nn
 
     def _trace_kwargs(self) -> dict:
         return _remote_kwargs(self.remote)
@@ -182,13 +148,19 @@ class Steerer:
     def close(self) -> None:
         """Remove the nnsight instrumentation; the model is then exactly the original module."""
         self._vectors.moved.clear()
-        self._wrapper.__exit__(None, None, None)
+        if self._wrapper is not None:
+            self._wrapper.__exit__(None, None, None)
+            self._wrapper = self._nn = None
 
     def _masks(self, inputs: dict) -> dict:
         return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
 
     def forward(self, inputs: dict, *, return_gates: bool = False):
         """Steered forward pass; returns logits (and per-row gate values when asked)."""
+        if self._hooks is not None:
+            with torch.no_grad(), self._hooks.running(self._masks(inputs)) as gates:
+                logits = self.model(**inputs).logits
+            return (logits, {k: v.detach() for k, v in gates.items()}) if return_gates else logits
         nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gates: dict = {}
         with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
@@ -201,8 +173,11 @@ class Steerer:
 
     def generate(self, inputs: dict, max_new_tokens: int, **gen_kwargs) -> torch.Tensor:
         """Greedy (by default) steered generation; returns the full sequences [B, T + new]."""
-        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
+        if self._hooks is not None:
+            with torch.no_grad(), self._hooks.running(self._masks(inputs)):
+                return self.model.generate(**inputs, **gk)
+        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gates: dict = {}
         batch = inputs["input_ids"].shape[0]
         decode_writes = [w for w in plan.writes if "generated" in w.positions]
@@ -233,6 +208,26 @@ class Steerer:
     def gate_values(self, inputs: dict) -> dict:
         """Per-row gate values of one steered forward pass, keyed by layer (or 'shared')."""
         return self.forward(inputs, return_gates=True)[1]
+
+
+EXECUTORS = ("auto", "hooks", "nnsight")
+
+
+def _choose_executor(executor: str, model: Any, remote: bool | str) -> str:
+    why = None
+    if executor not in EXECUTORS:
+        why = f"unknown executor {executor!r}; valid choices: {', '.join(EXECUTORS)}"
+    elif executor == "hooks" and remote:
+        why = "executor 'hooks' runs here; a remote run goes through nnsight"
+    elif executor == "hooks" and isinstance(model, Envoy):
+        why = "executor 'hooks' needs a plain torch module; this model is an nnsight model"
+    if why:
+        raise SteeringRuntimeError("the steering executor cannot run this model", [Problem(
+            why, None, None, None, "executor", "use executor='auto' (hooks locally, nnsight for remote runs) "
+            "or 'nnsight'", "SK520")])
+    if executor == "auto":
+        return "nnsight" if remote or isinstance(model, Envoy) else "hooks"
+    return executor
 
 
 def generate_unsteered(model: Any, inputs: dict, max_new_tokens: int, remote: bool | str = False,
@@ -283,9 +278,10 @@ def _ship_steerkit_by_value() -> None:
 
 @contextlib.contextmanager
 def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
-          remote: bool | str = False) -> Iterator[Steerer]:
-    """Context manager yielding a Steerer; the model itself is never modified (``remote``: see Steerer)."""
-    steerer = Steerer(model, plan, image_token_id, remote)
+          remote: bool | str = False, executor: str = "auto") -> Iterator[Steerer]:
+    """Context manager yielding a Steerer; the model itself is never modified (``remote``, ``executor``:
+    see Steerer)."""
+    steerer = Steerer(model, plan, image_token_id, remote, executor)
     try:
         yield steerer
     finally:
