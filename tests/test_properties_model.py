@@ -362,6 +362,7 @@ def _hooks(model: torch.nn.Module) -> dict:
 def test_model_is_exactly_restored_after_steer(arch, data):
     t, _ = session(arch)
     plan = data.draw(any_plan(arch), label="plan")
+    executor = data.draw(st.sampled_from(["auto", "nnsight"]), label="executor")  # auto: the hook fast path
     texts = tuple(data.draw(texts_st, label="texts"))
     enc = encode(arch, texts)
     params = {k: v.clone() for k, v in t.model.state_dict().items()}
@@ -371,7 +372,7 @@ def test_model_is_exactly_restored_after_steer(arch, data):
     # transformers registers its own output-recording hooks (on LLaVA's CLIP layers) at the first forward:
     # those are the model's, so the property is "steer adds none", taken after a plain forward
     hooks_before = _hooks(t.model)
-    with steer(t.model, plan) as s:
+    with steer(t.model, plan, executor=executor) as s:
         s.forward(enc)
         s.generate(enc, NEW_TOKENS, **steer_kwargs(t))
     with torch.no_grad():
@@ -383,8 +384,9 @@ def test_model_is_exactly_restored_after_steer(arch, data):
     assert all(torch.equal(v, params[k]) for k, v in t.model.state_dict().items())
 
 
+@pytest.mark.parametrize("executor", ["auto", "nnsight"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_steer_leaves_no_instrumentation_on_the_model(arch):
+def test_steer_leaves_no_instrumentation_on_the_model(arch, executor):
     """runtime_nnsight promises 'on exit the model is exactly the original': no torch hook, and no
     monkey-patched instance ``forward`` or ``__nnsight__`` state left on any module either (a patched
     forward is a hook by another name: it runs on every later plain call, survives pickling and
@@ -405,8 +407,9 @@ def test_steer_leaves_no_instrumentation_on_the_model(arch):
     with torch.no_grad():
         t.model(**enc)  # lets transformers install its own lazy output-recording hooks first
     before, hooks_before = state(t.model), _hooks(t.model)
-    with steer(t.model, plan) as st_:
+    with steer(t.model, plan, executor=executor) as st_:
         st_.forward(enc)
+        st_.generate(enc, NEW_TOKENS, **steer_kwargs(t))
     after = state(t.model)
     assert _hooks(t.model) == hooks_before
     changed = {k: v for k, v in after.items() if v != before[k]}
