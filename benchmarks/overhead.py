@@ -1,26 +1,40 @@
-"""Runtime overhead of steerkit's nnsight runtime vs plain ``generate`` and vs plain torch hooks.
+"""What steering costs at generation time: steerkit vs plain ``generate``, plain torch hooks and steering-vectors.
 
-One process, one model size, every condition measured in the same run and interleaved round by round
-(after warm-up), so slow drifts of a shared machine hit every condition alike. Each round times:
+One process, one model; each (batch, new tokens) configuration is measured on its own, every condition
+in the same run and interleaved round by round (the start of the order rotates each round), so slow
+drifts of a shared machine hit every condition alike. Conditions, all greedy with ``min_new_tokens`` =
+``max_new_tokens`` so every run does the same work; "every step" means the prompt pass and every decode
+step, on every prompt and every generated token:
 
-  plain          ``model.generate`` on a model nnsight never touched
-  hook_add       ``HookSteerer`` (plain forward hooks) running the always-on add plan   (same pristine model)
-  sk_add         steerkit ``Steerer`` running the always-on add plan                    (nnsight-wrapped model)
-  hook_gated     ``HookSteerer`` running the gated add plan (linear gate, one per layer)
-  sk_gated       steerkit ``Steerer`` running the gated add plan
-  ..._pre        the same four with phase: prefill (steer the prompt pass only)
-  plain_wrapped  ``model.generate`` on the nnsight-wrapped model outside any trace (what nnsight's
-                 per-module forward patch costs a later unsteered call)
+  plain              ``model.generate``; nothing steered
+  sk_prefill         steerkit, add on the prompt tokens at prefill only (phase: prefill, [all_prompt])
+  hook_prefill       the same plan through steerkit.testing.hook_reference.HookSteerer (plain torch hooks)
+  sk_every           steerkit, add at every step (phase: all_steps, [all_prompt, generated]), always-on gate
+  hook_every         the same plan through HookSteerer
+  sv_every           steering-vectors ``SteeringVector.apply``: the same vectors added to the same layers'
+                     outputs at every token of every step
+  nn_every           steerkit forced onto its nnsight executor (executor='nnsight', the remote path), sk_every's plan
+  sk_linear_every    steerkit, every step, behind a per-layer linear gate (nullspace_linear, clip [0, 1])
+  hook_linear_every  the same plan through HookSteerer
+  sk_proto_every     steerkit, every step, behind the prototype gate (one shared gate read at layer 0)
+  hook_proto_every   the same plan through HookSteerer
 
-The reported figures are medians over rounds of PAIRED ratios (each round's ratio first, then the
-median), plus absolute medians in ms. Model: a tiny LLaVA (CLIP 2x32 vision tower, Llama decoder with
-hidden 512, 8 layers, ~21 M parameters, random weights), batch 4 left-padded prompts with one image each,
-32 new tokens, greedy, with ``min_new_tokens`` pinned so every run does the same work. Steering: 4 middle
-layers (2-5), ``resid_pre``, positions ``all_prompt``.
+steerkit runs with its default executor (plain hooks for a local model, steerkit/runtime_hooks.py).
+Before timing, every steerkit run must return exactly its hook reference's tokens, nn_every and sv_every
+exactly sk_every's, and the every-step tokens must differ from the prefill-only ones (decode steps are
+steered). Figures are medians over rounds of PAIRED ratios (each round's ratio first, then the median).
 
-    python benchmarks/overhead.py                    # writes benchmarks/results/overhead.{json,md}
-    python benchmarks/overhead.py --rounds 30 --threads 2
-    python benchmarks/overhead.py --profile          # + cProfile of steerkit vs hook generate
+Model: a tiny LLaVA (CLIP 2x32 vision tower, Llama decoder with hidden 512, 8 layers, ~21.7 M
+parameters, random weights); left-padded prompts with one image each. Steering: add (lambda 0.5) at
+``resid_post`` of layers 2-5.
+
+steering-vectors is installed for the benchmark only, never as a steerkit dependency:
+
+    pip install --no-deps --target .sv steering-vectors        # its pins ask for transformers < 5
+    python benchmarks/overhead.py                               # writes benchmarks/results/overhead.{json,md}
+    python benchmarks/overhead.py --quick                       # smoke run, written to a temp folder
+    python benchmarks/overhead.py --configs 32x256 --out /tmp/o.json
+    python benchmarks/overhead.py --profile                     # + cProfile: nnsight executor vs hooks vs plain
 """
 
 from __future__ import annotations
@@ -29,14 +43,18 @@ import argparse
 import copy
 import cProfile
 import datetime as dt
+import importlib
 import io
 import json
 import os
 import platform
 import pstats
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,15 +71,50 @@ from steerkit.runtime_nnsight import Steerer  # noqa: E402
 from steerkit.testing.fixtures import RECIPE_HEAD, make_plan  # noqa: E402
 from steerkit.testing.hook_reference import HookSteerer  # noqa: E402
 
-HIDDEN, LAYERS, STEERED = 512, 8, [2, 3, 4, 5]
+HIDDEN, LAYERS, STEERED, SITE, LAMBDA = 512, 8, [2, 3, 4, 5], "resid_post", 0.5
+DECODER_LAYERS = "model.language_model.layers.{num}"  # resid_post of layer L = decoder layer L's output
 PROMPTS = ["What is in this image?", "Describe the picture in one sentence.",
            "Who is the person in the photo? Answer briefly.", "Where does she live? She lives in a town near the sea."]
-TARGETS = {"steerkit_vs_plain": 1.05, "steerkit_vs_hook": 1.03}
+CONFIGS = [(4, 32), (32, 32), (4, 256)]
+QUICK_CONFIGS = [(4, 16), (32, 8)]
 GATES = {
-    "add": "gate: {rule: always_on}",
-    "gated": ("gate: {rule: nullspace_linear, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], "
-              "clip: [0, 1]}"),
+    "always_on": "gate: {rule: always_on}",
+    "linear": ("gate: {rule: nullspace_linear, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], "
+               "clip: [0, 1]}"),
+    "prototype": "gate: {rule: prototype, forget: [{kind: jsonl, path: f}], retain: [{kind: jsonl, path: r}], layer: 0}",
 }
+CONDITIONS = {
+    "plain": "plain model.generate, nothing steered",
+    "sk_prefill": "steerkit: add on prompt tokens at prefill only (phase prefill, positions [all_prompt])",
+    "hook_prefill": "plain torch hooks (HookSteerer): the sk_prefill plan",
+    "sk_every": "steerkit: add on prompt + every generated token, every decode step (phase all_steps, "
+                "positions [all_prompt, generated]), always-on gate",
+    "hook_every": "plain torch hooks (HookSteerer): the sk_every plan",
+    "sv_every": "steering-vectors SteeringVector.apply: the sk_every vectors added to the same layer outputs, "
+                "every token, every step",
+    "nn_every": "steerkit with executor='nnsight' (the remote path): the sk_every plan",
+    "sk_linear_every": "steerkit: the sk_every add behind a per-layer linear gate (nullspace_linear, clip [0, 1])",
+    "hook_linear_every": "plain torch hooks (HookSteerer): the sk_linear_every plan",
+    "sk_proto_every": "steerkit: the sk_every add behind the prototype gate (shared, read at layer 0)",
+    "hook_proto_every": "plain torch hooks (HookSteerer): the sk_proto_every plan",
+}
+# name -> (numerator, denominator)
+PAIRS = {
+    "every_step_vs_plain": ("sk_every", "plain"),
+    "every_step_vs_steering_vectors": ("sk_every", "sv_every"),
+    "every_step_vs_hook": ("sk_every", "hook_every"),
+    "prefill_vs_plain": ("sk_prefill", "plain"),
+    "prefill_vs_hook": ("sk_prefill", "hook_prefill"),
+    "linear_every_step_vs_plain": ("sk_linear_every", "plain"),
+    "linear_every_step_vs_hook": ("sk_linear_every", "hook_linear_every"),
+    "prototype_every_step_vs_plain": ("sk_proto_every", "plain"),
+    "prototype_every_step_vs_hook": ("sk_proto_every", "hook_proto_every"),
+    "hook_every_step_vs_plain": ("hook_every", "plain"),
+    "steering_vectors_vs_plain": ("sv_every", "plain"),
+    "nnsight_every_step_vs_plain": ("nn_every", "plain"),
+    "nnsight_every_step_vs_hooks_executor": ("nn_every", "sk_every"),
+}
+TARGETS = {"every_step_vs_plain": 1.05, "every_step_vs_steering_vectors": 1.02, "prototype_every_step_vs_plain": 1.10}
 
 
 def build_model():
@@ -83,10 +136,56 @@ def encode(proc, batch: int) -> dict:
     return dict(proc(images=[[tiny_image(i)] for i in range(batch)], text=prompts, return_tensors="pt", padding=True))
 
 
-def plan_for(gate: str, phase: str):
-    recipe = RECIPE_HEAD + GATES[gate] + (f"\nsteer: {{op: add, site: resid_pre, layers: {STEERED}, "
-                                          f"positions: [all_prompt], phase: {phase}, strength: {{lambda: 0.5}}}}\n")
+def plan_for(gate: str, every_step: bool):
+    positions, phase = ("[all_prompt, generated]", "all_steps") if every_step else ("[all_prompt]", "prefill")
+    recipe = RECIPE_HEAD + GATES[gate] + (f"\nsteer: {{op: add, site: {SITE}, layers: {STEERED}, "
+                                          f"positions: {positions}, phase: {phase}, strength: {{lambda: {LAMBDA}}}}}\n")
     return make_plan("llava", (HIDDEN, LAYERS), recipe, seed=0)
+
+
+def load_steering_vectors(folder: Path):
+    """steering-vectors' ``SteeringVector`` from ``folder`` (a ``pip install --target`` folder), or (None, why).
+
+    Its package ``__init__`` imports the training aggregators, which need scikit-learn; only
+    ``steering_vector`` (and what it imports: layer matching, torch utils) is used here, so when
+    scikit-learn is absent the package is entered without running its ``__init__``."""
+    if not (folder / "steering_vectors").is_dir():
+        return None, (f"steering-vectors not found in {folder}: pip install --no-deps --target {folder} "
+                      "steering-vectors (or pass --sv-path)")
+    sys.path.insert(0, str(folder))
+    try:
+        import steering_vectors
+
+        return steering_vectors.SteeringVector, f"{folder} (package import), version {steering_vectors.__version__}"
+    except ImportError as exc:
+        for name in [m for m in sys.modules if m == "steering_vectors" or m.startswith("steering_vectors.")]:
+            del sys.modules[name]
+        pkg = types.ModuleType("steering_vectors")
+        pkg.__path__ = [str(folder / "steering_vectors")]
+        sys.modules["steering_vectors"] = pkg
+        module = importlib.import_module("steering_vectors.steering_vector")
+        version = (folder / "steering_vectors" / "__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
+        return module.SteeringVector, (f"{folder} (steering_vectors.steering_vector only; the package __init__ "
+                                       f"failed: {exc}), version {version}")
+
+
+def git_state() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty_files": [line[3:] for line in git("status", "--porcelain").splitlines()]}
+
+
+def machine_state(threads: int) -> dict:
+    cpu = None
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"threads": threads, "cpu_count": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
+            "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def _median(xs):
@@ -115,168 +214,260 @@ def profile_calls(fns: dict, reps: int, top: int = 25) -> dict[str, str]:
     return out
 
 
+def make_conditions(pristine, wrapped, tok, enc, n, plans, sv_class, steerers: list):
+    """name -> zero-argument callable running that condition once (returns the generated ids); the
+    Steerers it opens are appended to ``steerers`` for the caller to close."""
+    gk = dict(min_new_tokens=n, pad_token_id=tok.pad_token_id)
+    image_id = pristine.config.image_token_id
+
+    def plain():
+        with torch.no_grad():
+            return pristine.generate(**enc, max_new_tokens=n, do_sample=False, **gk)
+
+    def steerkit_run(model, plan, executor="auto"):
+        steerer = Steerer(model, plan, image_id, executor=executor)  # held open: the serving pattern
+        steerers.append(steerer)
+        return lambda: steerer.generate(enc, n, **gk)
+
+    def hooks_run(plan):
+        h = HookSteerer(pristine, plan, image_id)
+        return lambda: h.generate(enc, n, **gk)
+
+    conds = {"plain": plain,
+             "sk_prefill": steerkit_run(pristine, plans["prefill"]), "hook_prefill": hooks_run(plans["prefill"]),
+             "sk_every": steerkit_run(pristine, plans["every"]), "hook_every": hooks_run(plans["every"])}
+    if sv_class is not None:
+        every = plans["every"]
+        sv = sv_class({w.at.layer: every.tensors[w.vector] for w in every.writes}, "decoder_block")
+
+        def sv_every():
+            with torch.no_grad(), sv.apply(pristine, layer_config={"decoder_block": DECODER_LAYERS},
+                                           multiplier=LAMBDA):
+                return pristine.generate(**enc, max_new_tokens=n, do_sample=False, **gk)
+        conds["sv_every"] = sv_every
+    conds["nn_every"] = steerkit_run(wrapped, plans["every"], executor="nnsight")  # wraps its own model copy
+    for gate in ("linear", "proto"):
+        conds[f"sk_{gate}_every"] = steerkit_run(pristine, plans[gate])
+        conds[f"hook_{gate}_every"] = hooks_run(plans[gate])
+    return conds
+
+
+def check_outputs(outputs: dict, batch: int, prompt_len: int, n: int) -> dict:
+    """Every steerkit run equals its reference; the every-step plan really steers the decode steps."""
+    for name, ids in outputs.items():
+        assert ids.shape == (batch, prompt_len + n), (name, tuple(ids.shape))
+    for name in outputs:
+        if name.startswith("sk_"):
+            assert torch.equal(outputs[name], outputs["hook_" + name[3:]]), f"{name} differs from its hook reference"
+    assert torch.equal(outputs["nn_every"], outputs["sk_every"]), "the nnsight executor differs from the hook executor"
+    if "sv_every" in outputs:
+        assert torch.equal(outputs["sv_every"], outputs["sk_every"]), "steering-vectors generated other tokens"
+    return {
+        "steerkit_equals_hook_reference": True, "nnsight_executor_equals_hooks_executor": True,
+        "steering_vectors_equals_steerkit": "sv_every" in outputs or None,
+        "every_step_differs_from_prefill_only": not torch.equal(outputs["sk_every"], outputs["sk_prefill"]),
+        "steered_differs_from_plain": {k: not torch.equal(v, outputs["plain"]) for k, v in outputs.items()
+                                       if k.startswith("sk_")},
+    }
+
+
+def measure(conds: dict, warmup: int, min_rounds: int, max_rounds: int, budget_s: float):
+    """Interleaved rounds until ``budget_s`` of timed rounds is spent (at least ``min_rounds``, at most
+    ``max_rounds``). Returns wall and process-CPU milliseconds per condition, one entry per round."""
+    names = list(conds)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    start, r = None, 0
+    while True:
+        timed = r >= warmup
+        if timed and start is None:
+            start = time.perf_counter()
+        rounds_done = r - warmup
+        if timed and (rounds_done >= max_rounds or
+                      (rounds_done >= min_rounds and time.perf_counter() - start >= budget_s)):
+            return times, cpu
+        order = names[r % len(names):] + names[:r % len(names)]  # the start rotates each round
+        for name in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            conds[name]()
+            elapsed, used = time.perf_counter() - t0, time.process_time() - c0
+            if timed:
+                times[name].append(elapsed * 1e3)
+                cpu[name].append(used * 1e3)
+        r += 1
+
+
+def paired(series: dict, a: str, b: str) -> dict:
+    ratios = [x / y for x, y in zip(series[a], series[b])]
+    return {"median": round(_median(ratios), 4), "p25": round(_quantile(ratios, 0.25), 4),
+            "p75": round(_quantile(ratios, 0.75), 4), "of": f"{a} / {b}"}
+
+
+def run_config(batch: int, n: int, pristine, wrapped, proc, tok, plans, sv_class, args) -> dict:
+    enc = encode(proc, batch)
+    steerers: list = []
+    try:
+        conds = make_conditions(pristine, wrapped, tok, enc, n, plans, sv_class, steerers)
+        prompt_len = enc["input_ids"].shape[1]
+        checks = check_outputs({k: fn() for k, fn in conds.items()}, batch, prompt_len, n)
+        print(f"batch {batch}, {n} new tokens: outputs checked; timing {len(conds)} conditions", file=sys.stderr)
+        times, cpu = measure(conds, args.warmup, args.min_rounds, args.rounds, args.budget_s)
+        profile = (profile_calls({k: conds[k] for k in ("nn_every", "sk_every", "plain")}, args.profile_reps)
+                   if args.profile and not args.profiled else None)
+    finally:
+        for steerer in steerers:
+            steerer.close()
+    ratios = {k: {**paired(times, a, b), "batch": batch, "new_tokens": n}
+              for k, (a, b) in PAIRS.items() if a in times and b in times}
+    cpu_ratios = {k: {**paired(cpu, a, b), "batch": batch, "new_tokens": n}
+                  for k, (a, b) in PAIRS.items() if a in cpu and b in cpu}
+    out = {
+        "batch": batch, "new_tokens": n, "prompt_tokens": prompt_len, "rounds": len(times["plain"]),
+        "ratios": ratios, "cpu_ratios": cpu_ratios, "checks": checks,
+        "median_ms": {k: round(_median(v), 2) for k, v in times.items()},
+        "cpu_median_ms": {k: round(_median(v), 2) for k, v in cpu.items()},
+        # median paired wall difference to plain over the n forward passes (prefill + n - 1 decode steps)
+        "per_forward_overhead_ms": {k: round(_median([x - y for x, y in zip(times[k], times["plain"])]) / n, 3)
+                                    for k in times if k != "plain"},
+        "times_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "cpu_ms": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
+    }
+    if profile:
+        args.profiled = True
+        out["profile"] = profile
+    return out
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(x) for x in part.lower().split("x")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError(f"--configs wants BATCHxNEW_TOKENS[,...], e.g. 4x32,32x32; got {text!r}")
+    return pairs  # type: ignore[return-value]
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=20, help="timed rounds (each runs every condition once)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch intra-op threads")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
-    ap.add_argument("--profile", action="store_true", help="also cProfile steerkit vs hook generate (add plan)")
-    ap.add_argument("--profile-reps", type=int, default=5)
+    ap.add_argument("--configs", type=parse_configs, default=None,
+                    help="BATCHxNEW_TOKENS list (default 4x32,32x32,4x256)")
+    ap.add_argument("--rounds", type=int, default=20, help="most timed rounds per configuration")
+    ap.add_argument("--min-rounds", type=int, default=5, help="fewest timed rounds per configuration")
+    ap.add_argument("--budget-s", type=float, default=200.0,
+                    help="timed seconds per configuration after which no new round starts (past --min-rounds)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (after the output checks)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on shared cores)")
+    ap.add_argument("--sv-path", type=Path, default=Path(os.environ.get("STEERKIT_SV_PATH", ROOT / ".sv")),
+                    help="folder holding steering_vectors (pip install --no-deps --target FOLDER steering-vectors)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: small configurations, 3 rounds, temp output")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/overhead.json)")
+    ap.add_argument("--profile", action="store_true", help="also cProfile nn_every, sk_every and plain (first config)")
+    ap.add_argument("--profile-reps", type=int, default=3)
     args = ap.parse_args(argv)
-    if args.rounds < 15:
-        print(f"warning: {args.rounds} rounds is a smoke run; report figures from >= 15 rounds", file=sys.stderr)
+    args.profiled = False
+    if args.quick:
+        args.configs = args.configs or QUICK_CONFIGS
+        args.rounds, args.min_rounds, args.budget_s, args.warmup = 3, 3, 0.0, 0
+        args.out = args.out or Path(tempfile.gettempdir()) / "steerkit-overhead-quick.json"
+    configs = args.configs or CONFIGS
+    out_path = args.out or ROOT / "benchmarks" / "results" / "overhead.json"
     torch.set_num_threads(args.threads)
 
     import nnsight
     import transformers
 
+    sv_class, sv_source = load_steering_vectors(args.sv_path)
+    if sv_class is None:
+        print(f"skipping the steering-vectors rows: {sv_source}", file=sys.stderr)
     pristine, proc, tok = build_model()
     wrapped = copy.deepcopy(pristine)  # identical weights; only this copy is ever wrapped by nnsight
-    enc = encode(proc, args.batch)
-    n = args.new_tokens
-    gk = dict(min_new_tokens=n, pad_token_id=tok.pad_token_id)
-    plans = {(g, p): plan_for(g, p) for g in GATES for p in ("all_steps", "prefill")}
-    image_id = pristine.config.image_token_id
-    hooks = {k: HookSteerer(pristine, plan, image_id) for k, plan in plans.items()}
-    steerers = {k: Steerer(wrapped, plan, image_id) for k, plan in plans.items()}
+    plans = {"prefill": plan_for("always_on", False), "every": plan_for("always_on", True),
+             "linear": plan_for("linear", True), "proto": plan_for("prototype", True)}
 
-    def plain(model):
-        def run():
-            with torch.no_grad():
-                return model.generate(**enc, max_new_tokens=n, do_sample=False, **gk)
-        return run
-
-    conditions = {"plain": plain(pristine), "plain_wrapped": plain(wrapped)}
-    for gate in GATES:
-        for phase, suffix in (("all_steps", ""), ("prefill", "_pre")):
-            conditions[f"hook_{gate}{suffix}"] = (lambda h=hooks[(gate, phase)]: h.generate(enc, n, **gk))
-            conditions[f"sk_{gate}{suffix}"] = (lambda s=steerers[(gate, phase)]: s.generate(enc, n, **gk))
-
-    # correctness first: every steerkit run must produce the hook reference's tokens, and actually steer
-    outputs = {name: fn() for name, fn in conditions.items()}
-    prompt_len = enc["input_ids"].shape[1]
-    for name, ids in outputs.items():
-        assert ids.shape == (args.batch, prompt_len + n), (name, tuple(ids.shape))
-        if name.startswith("sk_"):
-            ref = outputs["hook_" + name[3:]]
-            assert torch.equal(ids, ref), f"{name} does not match the hook reference"
-    assert torch.equal(outputs["plain"], outputs["plain_wrapped"])
-    steered_differs = {name[3:]: not torch.equal(outputs[name], outputs["plain"]) for name in outputs
-                       if name.startswith("sk_")}
-
-    names = list(conditions)
-    # wall clock is what a user waits; process CPU time is what this process computed, which other tenants of
-    # a shared machine disturb far less (with 1 thread, time spent descheduled does not count)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    cpu: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(args.warmup + args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]  # interleaved; the start rotates each round
-        for name in order:
-            t0, c0 = time.perf_counter(), time.process_time()
-            conditions[name]()
-            elapsed, used = time.perf_counter() - t0, time.process_time() - c0
-            if r >= args.warmup:
-                times[name].append(elapsed * 1e3)
-                cpu[name].append(used * 1e3)
-
-    def paired(a: str, b: str, series: dict) -> dict:
-        ratios = [x / y for x, y in zip(series[a], series[b])]
-        return {"median": round(_median(ratios), 4), "p25": round(_quantile(ratios, 0.25), 4),
-                "p75": round(_quantile(ratios, 0.75), 4), "of": f"{a} / {b}"}
-
-    def all_ratios(series: dict) -> dict:
-        out = {}
-        for suffix, label in (("", ""), ("_pre", "_prefill")):
-            out[f"steerkit_vs_plain{label}"] = paired(f"sk_add{suffix}", "plain", series)
-            out[f"steerkit_vs_hook{label}"] = paired(f"sk_add{suffix}", f"hook_add{suffix}", series)
-            out[f"gated_vs_plain{label}"] = paired(f"sk_gated{suffix}", "plain", series)
-            out[f"gated_vs_hook{label}"] = paired(f"sk_gated{suffix}", f"hook_gated{suffix}", series)
-            out[f"hook_vs_plain{label}"] = paired(f"hook_add{suffix}", "plain", series)
-        out["plain_wrapped_vs_plain"] = paired("plain_wrapped", "plain", series)
-        return out
-
-    ratios, cpu_ratios = all_ratios(times), all_ratios(cpu)
-    targets = {k: {"target": v, "median": ratios[k]["median"], "holds": ratios[k]["median"] <= v,
-                   "cpu_median": cpu_ratios[k]["median"], "holds_cpu": cpu_ratios[k]["median"] <= v}
-               for k, v in TARGETS.items()}
-
+    started = time.perf_counter()
+    runs = {f"b{b}_n{n}": run_config(b, n, pristine, wrapped, proc, tok, plans, sv_class, args) for b, n in configs}
+    flat = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["ratios"].items()}
+    flat_cpu = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["cpu_ratios"].items()}
+    targets = {f"{k}_{c}": {"target": t, "median": flat[f"{k}_{c}"]["median"],
+                            "holds": flat[f"{k}_{c}"]["median"] <= t, "cpu_median": flat_cpu[f"{k}_{c}"]["median"],
+                            "holds_cpu": flat_cpu[f"{k}_{c}"]["median"] <= t}
+               for c in runs for k, t in TARGETS.items() if f"{k}_{c}" in flat}
     result = {
         "benchmark": "overhead",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version()},
-        "machine": {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+                     "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version(),
+                     "steering_vectors": sv_source if sv_class is not None else None},
+        "machine": machine_state(torch.get_num_threads()),
         "setup": {"model": f"tiny LLaVA, Llama decoder hidden {HIDDEN} x {LAYERS} layers, random weights",
                   "parameters_m": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 2),
-                  "batch": args.batch, "prompt_tokens": prompt_len, "new_tokens": n, "greedy": True,
-                  "steered_layers": STEERED, "site": "resid_pre", "positions": ["all_prompt"],
-                  "rounds": args.rounds, "warmup_rounds": args.warmup, "order": "interleaved, start rotated per round",
-                  "plans": {f"{g}/{p}": plans[(g, p)].sha256()[:12] for g, p in plans}},
-        "ratios": ratios,
-        "cpu_ratios": cpu_ratios,
+                  "greedy": True, "min_new_tokens_pinned": True, "steered_layers": STEERED, "site": SITE,
+                  "lambda": LAMBDA, "steerkit_executor": "auto (plain hooks for a local model)",
+                  "rounds": f"interleaved, start rotated per round; up to {args.rounds} per configuration, at "
+                            f"least {args.min_rounds}, none started after {args.budget_s:.0f} s",
+                  "warmup_rounds": args.warmup, "configs": [f"b{b}_n{n}" for b, n in configs],
+                  "plans": {k: p.sha256()[:12] for k, p in plans.items()},
+                  "steering_vectors": sv_source, "wall_s": round(time.perf_counter() - started, 1)},
+        "conditions": {k: v for k, v in CONDITIONS.items() if sv_class is not None or k != "sv_every"},
+        "ratios": flat,
+        "cpu_ratios": flat_cpu,
         "targets": targets,
-        "median_ms": {k: round(_median(v), 2) for k, v in times.items()},
-        "min_ms": {k: round(min(v), 2) for k, v in times.items()},
-        "cpu_median_ms": {k: round(_median(v), 2) for k, v in cpu.items()},
-        "per_forward_overhead_ms": {  # (median paired difference) / (prefill + new_tokens - 1 forward passes)
-            k: round(_median([x - y for x, y in zip(cpu[k], cpu["plain"])]) / n, 3) for k in names if k != "plain"},
-        "steered_output_differs_from_plain": steered_differs,
-        "times_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
-        "cpu_ms": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
+        "configs": runs,
     }
-    if args.profile:
-        result["profile"] = profile_calls({"sk_add": conditions["sk_add"], "hook_add": conditions["hook_add"],
-                                           "plain": conditions["plain"]}, args.profile_reps)
-
     table = markdown(result)
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), table)
+    atomic_write_text(out_path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out_path.with_suffix(".md"), table)
     print(table)
-    if args.profile:
-        for name, text in result["profile"].items():
-            print(f"\n===== cProfile: {name} x{args.profile_reps} =====\n{text}")
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    for run in runs.values():
+        for name, text in run.get("profile", {}).items():
+            print(f"\n===== cProfile: {name} x{args.profile_reps} (batch {run['batch']}, {run['new_tokens']} new) "
+                  f"=====\n{text}")
+    print(f"wrote {out_path} and {out_path.with_suffix('.md')}")
     return result
 
 
 def markdown(r: dict) -> str:
-    ms, ratios, cpu = r["median_ms"], r["ratios"], r["cpu_ratios"]
+    runs = r["configs"]
+    s = r["setup"]
     lines = [
         "# Runtime overhead (benchmarks/overhead.py)",
         "",
-        f"{r['setup']['model']} ({r['setup']['parameters_m']} M params), batch {r['setup']['batch']}, "
-        f"{r['setup']['prompt_tokens']} prompt tokens, {r['setup']['new_tokens']} new tokens greedy; add at layers "
-        f"{r['setup']['steered_layers']} ({r['setup']['site']}, all_prompt). "
-        f"{r['setup']['rounds']} interleaved rounds, "
-        f"{r['machine']['threads']} thread(s); torch {r['versions']['torch']}, transformers "
-        f"{r['versions']['transformers']}, nnsight {r['versions']['nnsight']}; {r['date']}.",
+        f"{s['model']} ({s['parameters_m']} M params); greedy, min_new_tokens pinned; add (lambda {s['lambda']}) at "
+        f"{s['site']} of layers {s['steered_layers']}; steerkit executor: {s['steerkit_executor']}. "
+        f"Rounds: {s['rounds']}. {r['machine']['threads']} thread(s), {r['machine']['cpu_count']} cores "
+        f"(load average at end {', '.join(f'{x:.1f}' for x in r['machine']['loadavg_at_end'] or [])}); torch "
+        f"{r['versions']['torch']}, transformers {r['versions']['transformers']}, nnsight "
+        f"{r['versions']['nnsight']}; steering-vectors: {r['versions']['steering_vectors'] or 'not installed'}; "
+        f"commit {str(r['git']['commit'])[:12]}; {r['date']}.",
         "",
-        "| ratio (median of per-round ratios) | wall, all_steps | wall, prefill only | CPU, all_steps | "
-        "CPU, prefill only | target |",
-        "|---|---|---|---|---|---|",
+        "Medians of per-round paired ratios, wall clock, with [25th, 75th percentile]; CPU: the same on "
+        "process CPU time.",
+        "",
+        "| ratio | of | " + " | ".join(f"batch {v['batch']}, {v['new_tokens']} new ({v['rounds']} rounds)"
+                                     for v in runs.values()) + " | target |",
+        "|---|---|" + "---|" * len(runs) + "---|",
     ]
-
-    def fmt(x: dict) -> str:
-        return f"{x['median']:.3f} [{x['p25']:.3f}, {x['p75']:.3f}]"
-
-    for key in ("steerkit_vs_plain", "steerkit_vs_hook", "gated_vs_plain", "gated_vs_hook", "hook_vs_plain"):
-        t = r["targets"].get(key)
-        target = (f"<= {t['target']}: wall {'holds' if t['holds'] else 'MISSED'}, "
-                  f"CPU {'holds' if t['holds_cpu'] else 'MISSED'}") if t else ""
-        lines.append(f"| {key} | {fmt(ratios[key])} | {fmt(ratios[key + '_prefill'])} | {fmt(cpu[key])} | "
-                     f"{fmt(cpu[key + '_prefill'])} | {target} |")
-    lines += [f"| plain generate, nnsight-wrapped model vs untouched | {fmt(ratios['plain_wrapped_vs_plain'])} | | "
-              f"{fmt(cpu['plain_wrapped_vs_plain'])} | | |", "",
-              "Brackets: 25th and 75th percentile of the per-round ratios. CPU: process CPU time (less disturbed by "
-              "other jobs on a shared machine than wall clock).", "",
-              "| condition | median wall ms | min wall ms | median CPU ms | CPU overhead per forward vs plain, ms |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v:.1f} | {r['min_ms'][k]:.1f} | {r['cpu_median_ms'][k]:.1f} | "
-              f"{r['per_forward_overhead_ms'].get(k, 0.0):.3f} |" for k, v in ms.items()]
+    for key in PAIRS:
+        cells = []
+        for run in runs.values():
+            x, c = run["ratios"].get(key), run["cpu_ratios"].get(key)
+            cells.append(f"{x['median']:.3f} [{x['p25']:.3f}, {x['p75']:.3f}]; CPU {c['median']:.3f}" if x else "")
+        of = next((run["ratios"][key]["of"] for run in runs.values() if key in run["ratios"]), None)
+        if of is None:
+            continue
+        target = f"<= {TARGETS[key]}" if key in TARGETS else ""
+        lines.append(f"| {key} | {of} | " + " | ".join(cells) + f" | {target} |")
+    held = [f"{k}: {v['median']:.3f} {'holds' if v['holds'] else 'MISSED'} (CPU {v['cpu_median']:.3f} "
+            f"{'holds' if v['holds_cpu'] else 'MISSED'})" for k, v in r["targets"].items()]
+    lines += ["", "Targets (wall clock): " + "; ".join(held) + ".", "",
+              "| condition | what runs | " + " | ".join(f"median ms b{v['batch']} n{v['new_tokens']}"
+                                                       for v in runs.values()) + " |",
+              "|---|---|" + "---|" * len(runs)]
+    for name, label in r["conditions"].items():
+        lines.append(f"| {name} | {label} | " + " | ".join(f"{run['median_ms'][name]:.1f}" if name in run["median_ms"]
+                                                         else "" for run in runs.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
