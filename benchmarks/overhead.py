@@ -377,6 +377,7 @@ def main(argv=None) -> dict:
     import nnsight
     import transformers
 
+    git = git_state()  # at the start: the code that is measured, before any later edit
     sv_class, sv_source = load_steering_vectors(args.sv_path)
     if sv_class is None:
         print(f"skipping the steering-vectors rows: {sv_source}", file=sys.stderr)
@@ -396,7 +397,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "overhead",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git": git_state(),
+        "git": git,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version(),
                      "steering_vectors": sv_source if sv_class is not None else None},
