@@ -16,13 +16,20 @@ every op, gate rule, site and phase. Remote runs always take the nnsight path.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Iterator
 
 import torch
 
+from .errors import Problem, SteeringRuntimeError
 from .plan import Plan, SiteRef, WriteOp
 from .positions import decode_masks
 from .runtime_common import Vectors, apply_write, shared_gate
+
+
+# Models inside a steered call. Hooks sit on the modules, so a second call overlapping the first (another
+# thread, or a steered call from inside a hook) would run both plans on both calls' activations.
+_BUSY: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
 class HookExecutor:
@@ -63,6 +70,12 @@ class HookExecutor:
                 h = apply_write(plan, vectors, m, gates, w, h)
             return h
 
+        if self.model in _BUSY:
+            raise SteeringRuntimeError("two steered calls overlap on one model", [Problem(
+                "a steered forward/generate started while another one is running on the same model", None, None,
+                None, "steer", "send batches to a model one call at a time (one Steerer per model copy for "
+                "parallel serving)", "SK521")])
+        _BUSY.add(self.model)
         handles = []
         try:
             for ref in self.sites:
@@ -75,6 +88,7 @@ class HookExecutor:
         finally:
             for handle in handles:
                 handle.remove()
+            _BUSY.discard(self.model)
 
 
 def _pre_hook(ref: SiteRef, transform):

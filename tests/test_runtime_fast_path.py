@@ -140,3 +140,23 @@ def test_executor_choices_are_checked():
             Steerer(t.model, plan, remote="local" if bad == "hooks" else False, executor=bad)
         assert err.value.problems[0].code == "SK520" and why in str(err.value)
     assert Steerer(t.model, plan, remote="local").executor == "nnsight"
+
+
+def test_overlapping_steered_calls_are_refused():
+    """Hooks live on the modules: a steered call started inside another one on the same model would run
+    both plans on both calls. It is refused, and the outer call's hooks are still removed."""
+    t, s = _session("llava")
+    plan = make_plan("llava", s.dims, RECIPE_HEAD + GATES["always_on"] + "\nsteer: {layers: {start: 0}}\n")
+    enc = _inputs(t)
+    layer = t.model.get_submodule(plan.writes[0].at.module)
+    with steer(t.model, plan) as outer, steer(t.model, plan) as inner:
+        handle = layer.register_forward_hook(lambda *a: inner.forward(enc))
+        try:
+            with pytest.raises(SteeringRuntimeError) as err:
+                outer.forward(enc)
+        finally:
+            handle.remove()
+        assert err.value.problems[0].code == "SK521"
+        assert not layer._forward_hooks and not layer._forward_pre_hooks
+        fast, slow = outer.forward(enc), inner.forward(enc)  # usable again afterwards
+    assert torch.equal(fast, slow)
