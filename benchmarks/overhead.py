@@ -387,39 +387,46 @@ def main(argv=None) -> dict:
              "linear": plan_for("linear", True), "proto": plan_for("prototype", True)}
 
     started = time.perf_counter()
-    runs = {f"b{b}_n{n}": run_config(b, n, pristine, wrapped, proc, tok, plans, sv_class, args) for b, n in configs}
-    flat = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["ratios"].items()}
-    flat_cpu = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["cpu_ratios"].items()}
-    targets = {f"{k}_{c}": {"target": t, "median": flat[f"{k}_{c}"]["median"],
-                            "holds": flat[f"{k}_{c}"]["median"] <= t, "cpu_median": flat_cpu[f"{k}_{c}"]["median"],
-                            "holds_cpu": flat_cpu[f"{k}_{c}"]["median"] <= t}
-               for c in runs for k, t in TARGETS.items() if f"{k}_{c}" in flat}
-    result = {
-        "benchmark": "overhead",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git": git,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version(),
-                     "steering_vectors": sv_source if sv_class is not None else None},
-        "machine": machine_state(torch.get_num_threads()),
-        "setup": {"model": f"tiny LLaVA, Llama decoder hidden {HIDDEN} x {LAYERS} layers, random weights",
-                  "parameters_m": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 2),
-                  "greedy": True, "min_new_tokens_pinned": True, "steered_layers": STEERED, "site": SITE,
-                  "lambda": LAMBDA, "steerkit_executor": "auto (plain hooks for a local model)",
-                  "rounds": f"interleaved, start rotated per round; up to {args.rounds} per configuration, at "
-                            f"least {args.min_rounds}, none started after {args.budget_s:.0f} s",
-                  "warmup_rounds": args.warmup, "configs": [f"b{b}_n{n}" for b, n in configs],
-                  "plans": {k: p.sha256()[:12] for k, p in plans.items()},
-                  "steering_vectors": sv_source, "wall_s": round(time.perf_counter() - started, 1)},
-        "conditions": {k: v for k, v in CONDITIONS.items() if sv_class is not None or k != "sv_every"},
-        "ratios": flat,
-        "cpu_ratios": flat_cpu,
-        "targets": targets,
-        "configs": runs,
-    }
-    table = markdown(result)
-    atomic_write_text(out_path, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out_path.with_suffix(".md"), table)
+    runs: dict = {}
+
+    def assemble() -> dict:
+        flat = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["ratios"].items()}
+        flat_cpu = {f"{k}_{c}": v for c, r in runs.items() for k, v in r["cpu_ratios"].items()}
+        targets = {f"{k}_{c}": {"target": t, "median": flat[f"{k}_{c}"]["median"],
+                                "holds": flat[f"{k}_{c}"]["median"] <= t, "cpu_median": flat_cpu[f"{k}_{c}"]["median"],
+                                "holds_cpu": flat_cpu[f"{k}_{c}"]["median"] <= t}
+                   for c in runs for k, t in TARGETS.items() if f"{k}_{c}" in flat}
+        return {
+            "benchmark": "overhead",
+            "complete": len(runs) == len(configs),  # written after each configuration; false while partial
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git": git,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version(),
+                         "steering_vectors": sv_source if sv_class is not None else None},
+            "machine": machine_state(torch.get_num_threads()),
+            "setup": {"model": f"tiny LLaVA, Llama decoder hidden {HIDDEN} x {LAYERS} layers, random weights",
+                      "parameters_m": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 2),
+                      "greedy": True, "min_new_tokens_pinned": True, "steered_layers": STEERED, "site": SITE,
+                      "lambda": LAMBDA, "steerkit_executor": "auto (plain hooks for a local model)",
+                      "rounds": f"interleaved, start rotated per round; up to {args.rounds} per configuration, "
+                                f"at least {args.min_rounds}, none started after {args.budget_s:.0f} s",
+                      "warmup_rounds": args.warmup, "configs": [f"b{b}_n{n}" for b, n in configs],
+                      "plans": {k: p.sha256()[:12] for k, p in plans.items()},
+                      "steering_vectors": sv_source, "wall_s": round(time.perf_counter() - started, 1)},
+            "conditions": {k: v for k, v in CONDITIONS.items() if sv_class is not None or k != "sv_every"},
+            "ratios": flat,
+            "cpu_ratios": flat_cpu,
+            "targets": targets,
+            "configs": runs,
+        }
+
+    for b, n in configs:
+        runs[f"b{b}_n{n}"] = run_config(b, n, pristine, wrapped, proc, tok, plans, sv_class, args)
+        result = assemble()
+        table = markdown(result)
+        atomic_write_text(out_path, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out_path.with_suffix(".md"), table)
     print(table)
     for run in runs.values():
         for name, text in run.get("profile", {}).items():

@@ -26,10 +26,9 @@ from .plan import Plan, SiteRef, WriteOp
 from .positions import decode_masks
 from .runtime_common import Vectors, apply_write, shared_gate
 
-
 # Models inside a steered call. Hooks sit on the modules, so a second call overlapping the first (another
 # thread, or a steered call from inside a hook) would run both plans on both calls' activations.
-_BUSY: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+_BUSY: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 class HookExecutor:

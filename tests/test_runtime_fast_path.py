@@ -14,7 +14,6 @@ import torch
 from steerkit.errors import SteeringRuntimeError
 from steerkit.runtime_nnsight import Steerer, steer
 from steerkit.testing.fixtures import RECIPE_HEAD, make_plan
-
 from tests.test_runtime_equivalence import GATES, OPS, SITES, _inputs, _recipe, _session
 
 
@@ -125,7 +124,7 @@ def test_auto_takes_the_hook_path_and_never_instruments_the_model():
         layer.register_forward_hook(lambda *a: seen.append((count_hooks(), _instrumented(t.model))))
         st.generate(enc, 3, pad_token_id=t.tokenizer.pad_token_id)
         layer._forward_hooks.clear()
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError):
             st.forward({**enc, "pixel_values": enc["pixel_values"][:, :1]})  # a broken input fails mid-forward
     assert seen and all(n > hooks_before and not wrapped for n, wrapped in seen), "hooks during the call only"
     assert count_hooks() == hooks_before
