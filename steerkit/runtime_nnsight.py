@@ -1,4 +1,8 @@
-"""Executes a Plan inside nnsight traces: the only module that imports nnsight.
+"""Executes a Plan: the only module that imports nnsight.
+
+``Steerer`` runs a local model through plain torch hooks at the plan's sites (``runtime_hooks``, the fast
+path) and a remote run, or an nnsight model, inside nnsight traces; both share ``runtime_common`` and give
+the same results bit for bit.
 
 The traced code touches only tensors that are either in the plan (vectors, floats) or computed from the
 model's own activations, so the same plan can run on a model sharded with ``device_map`` (vectors are
@@ -99,7 +103,7 @@ class Steerer:
     plan's sites, ``runtime_hooks``; the fast path), ``"nnsight"`` (an nnsight trace, the path a remote
     run takes) or ``"auto"``: hooks for a plain local ``torch.nn.Module``, nnsight for a remote run or a
     model that is already an nnsight model. Both give the same results bit for bit
-    (``tests/test_runtime_equivalence.py``).
+    (``tests/test_runtime_fast_path.py``).
     """
 
     def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
@@ -146,7 +150,8 @@ class Steerer:
         return Vectors(self.plan.tensors) if self.remote else self._vectors
 
     def close(self) -> None:
-        """Remove the nnsight instrumentation; the model is then exactly the original module."""
+        """Remove the nnsight instrumentation (if the nnsight executor wrapped the model); the model is then
+        exactly the original module. The hook executor leaves nothing behind after each call."""
         self._vectors.moved.clear()
         if self._wrapper is not None:
             self._wrapper.__exit__(None, None, None)
