@@ -7,12 +7,13 @@ export TRANSFORMERS_VERBOSITY ?= error
 
 .PHONY: install demo test test-slow bench docs clean
 
-$(BIN)/steerkit: pyproject.toml setup.py
+$(BIN)/steerkit: pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned to the CPU build on these machines; torchvision is never installed (it breaks transformers here)
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[test,docs,smolvlm]"
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
+	# every version pinned to what the README's figures and CI were produced with (constraints.txt)
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,docs,smolvlm]"
 	@touch $@
 
 install: $(BIN)/steerkit

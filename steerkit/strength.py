@@ -19,7 +19,35 @@ from .evaluate import evaluate
 from .evaluate.metrics import pooled
 from .runtime_nnsight import steer
 
-DEFAULT_GRID = (-0.5, -1.0, -2.0, -4.0)
+DEFAULT_GRID = (-0.5, -1.0, -2.0, -3.0, -4.0, -6.0)
+
+
+def letter_token_ids(tokenizer, letters: str = "ABCDEFGH") -> dict[str, list[int]]:
+    """Token ids that start an answer ``X`` (with and without a leading space), per option letter."""
+    out: dict[str, list[int]] = {}
+    for letter in letters:
+        ids = {enc[0] for enc in (tokenizer.encode(t, add_special_tokens=False) for t in (letter, " " + letter))
+               if len(enc) == 1}
+        out[letter] = sorted(ids)
+    return out
+
+
+def choose_strength(table: Sequence[dict], max_retain_drop: float = 3.0) -> float:
+    """The calibration rule: among strengths keeping val_retain accuracy within ``max_retain_drop`` points
+    of vanilla (the row with lambda 0), the one with the lowest mean probability of the correct option on
+    val_forget (a continuous proxy: accuracy ties between strengths are common on a few hundred items);
+    remaining ties go to the smaller |lambda|. If none keeps retain, the smallest |lambda|."""
+    base = next(r for r in table if r["lambda"] == 0.0)
+    rows = [r for r in table if r["lambda"] != 0.0]
+    ok = [r for r in rows if r["val_retain_acc"] >= base["val_retain_acc"] - max_retain_drop]
+    if not ok:
+        return float(min(rows, key=lambda r: abs(r["lambda"]))["lambda"])
+    return float(min(ok, key=lambda r: (round(r["val_forget_p"], 6), abs(r["lambda"])))["lambda"])
+
+
+def val_items(root, forget_ratio: int, seed: int, limit_retain_people: int = 20):
+    """Val_Set classification items: every val_forget item and those of the first 20 val_retain people."""
+    return _val_items(root, forget_ratio, seed, limit_retain_people)
 
 
 def _val_items(root, forget_ratio: int, seed: int, limit_retain_people: int = 20):
