@@ -307,7 +307,10 @@ class Recipe(StrictModel):
         return self
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        if data["steer"]["strength"].get("search") is None:  # so recipes from before the search keep their hash
+            del data["steer"]["strength"]["search"]
+        return data
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()
