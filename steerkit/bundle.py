@@ -99,7 +99,7 @@ class BundleManifest(_Strict):
         """Cross-field rules: a named method and rule, and every layer inside the model."""
         if not isinstance(self.direction.get("method"), str) or not isinstance(self.gate.get("rule"), str):
             raise ValueError('direction needs a "method" and gate a "rule" (e.g. "always_on")')
-        lam = (self.strength or {}).get("lambda", 0.0)
+        lam = (self.strength or {}).get("lambda")
         if self.strength is not None and (type(lam) not in (int, float) or not math.isfinite(lam)):
             raise ValueError(f"strength.lambda must be a finite number, got {lam!r}")
         shared, n = self.gate.get("layer"), self.num_layers

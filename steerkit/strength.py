@@ -192,7 +192,16 @@ def strength_note(loaded: Any, bundle: Any, *, info: bool = True) -> Optional[st
 
 
 def render_table(result: dict) -> list[str]:
-    """The search table as text lines (``extract`` and ``inspect`` print it)."""
+    """The search table as text lines (``extract`` and ``inspect`` print it); a table that is not in the
+    shape ``search`` writes (a hand-edited or hostile bundle) is named, not rendered."""
+    try:
+        return _table(result)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return [f"strength: lambda {result.get('lambda')!r}; the search table is unreadable "
+                f"({type(exc).__name__}: {exc})"[:200]]
+
+
+def _table(result: dict) -> list[str]:
     m = result.get("metric", "answer_prob")
     other = "top1_accuracy" if m == "answer_prob" else "answer_prob"
 

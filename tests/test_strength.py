@@ -261,3 +261,20 @@ def test_calibration_rows_need_an_answer(workdir):
     assert r.exit_code == 2 and "SK650" in r.output and "Traceback" not in r.output, r.output
     assert "gate forget" not in r.output  # found before any fit, not after hours of extraction
     assert not (workdir / "out/x.safetensors").exists()
+
+
+def test_a_hand_edited_strength_table_is_named_not_rendered(workdir, tmp_path):
+    from pydantic import ValidationError
+
+    from steerkit.bundle import BundleManifest
+
+    b = Bundle.load(workdir / "out/bundle.safetensors")
+    odd = b.manifest.model_dump()
+    odd["strength"] = {"lambda": -1.0, "grid": "junk"}
+    Bundle(b.tensors, BundleManifest.model_validate(odd)).save(tmp_path / "odd.safetensors")
+    r = CliRunner().invoke(cli, ["inspect", str(tmp_path / "odd.safetensors")])
+    assert r.exit_code == 0 and "search table is unreadable" in r.output and "Traceback" not in r.output, r.output
+    odd["strength"] = {"grid": []}  # no lambda: refused at load, like any invalid manifest
+    with pytest.raises(ValidationError) as exc:
+        BundleManifest.model_validate(odd)
+    assert "strength.lambda" in str(exc.value)
