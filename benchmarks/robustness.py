@@ -2,10 +2,10 @@
 
 A cell is one (architecture, world seed): its own synthetic world and its own embedded model, trained
 with the shipped training config. In each cell the shipped recipe (world seed retargeted) extracts a
-bundle, the strength is calibrated on that model's Val_Set alone (``steerkit.strength.choose_strength``:
-the lambda with the lowest mean probability of the correct option on val_forget among those keeping
-val_retain accuracy within 3 points of vanilla), and the evaluation splits are scored at that lambda.
-Nothing of the forget / test / retain / utility splits is seen by the choice.
+bundle and calibrates lambda on that model's Val_Set alone (the recipe's ``steer.strength.search``),
+and the evaluation splits are scored at that lambda. Nothing of the forget / test / retain / utility
+splits is seen by the fit or the choice. Forget and test cells also report the probability of the
+correct option, its rank and the elimination attack (pick the option the model scores lowest).
 
   python benchmarks/robustness.py run --cells llava:0,qwen2_5_vl:0 --device cuda --work DIR
   python benchmarks/robustness.py cell llava:1 --device cpu --work DIR      # one cell, this process
@@ -63,9 +63,9 @@ def letter_scores(session, items, steerer=None, batch_size: int = 64) -> list[di
     """Per classification item: the probability of each option letter at the answer's first token."""
     import torch
 
-    from steerkit.strength import letter_token_ids
+    from steerkit.answer_scores import letter_tokens
 
-    ids = letter_token_ids(session.tokenizer)
+    ids = None
     out = []
     for modality in ("vqa", "qa"):
         group = [i for i in items if i.modality == modality]
@@ -75,9 +75,10 @@ def letter_scores(session, items, steerer=None, batch_size: int = 64) -> list[di
             with torch.no_grad():
                 logits = steerer.forward(enc.inputs) if steerer else session.model(**enc.inputs).logits
             last = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+            ids = ids or letter_tokens(session.tokenizer, last.shape[-1], tuple("ABCDEFGH"))
             for row, item in zip(last, batch):
                 letters = _letters(item.prompt)
-                lp = torch.stack([torch.logsumexp(row[ids[L]], 0) for L in letters])
+                lp = torch.stack([torch.logsumexp(row[ids[L]], 0) for L in letters])  # every token starting with L
                 p = torch.softmax(lp, 0)
                 order = sorted(range(len(letters)), key=lambda j: -float(p[j]))
                 c = letters.index(item.answer)
@@ -111,7 +112,6 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
     from steerkit.runtime_nnsight import steer
     from steerkit.session import load_session
     from steerkit.sources import world_root
-    from steerkit.strength import DEFAULT_GRID, choose_strength, val_items
 
     torch.set_num_threads(int(os.environ.get("STEERKIT_BENCH_THREADS", "1")))
     result: dict = {"model": arch, "world_seed": seed, "forget_ratio": FORGET_RATIO}
@@ -152,26 +152,14 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
     save()
     _log(f"{arch} s{seed}: vanilla scored")
     t1 = time.perf_counter()
-    bundle = extract(loaded, session, progress=False)
+    bundle = extract(loaded, session, progress=False)  # fits, then runs the recipe's steer.strength.search
     plan = plan_for(loaded, session, bundle)
     result["seconds_extract"] = round(time.perf_counter() - t1, 1)
-    # Calibration: Val_Set only.
-    val = val_items(root, FORGET_RATIO, 0)
-    val_gen, _ = make_fns(session)
-    base = evaluate(val, val_gen, batch_size=64, progress=False)
-    table = [{"lambda": 0.0, **_val_row(base, letter_scores(session, val))}]
-    for lam in DEFAULT_GRID:
-        p = _with_strength(plan, lam)
-        with steer(session.model, p, session.image_token_id) as st:
-            g, _ = make_fns(session, st)
-            res = evaluate(val, g, batch_size=64, progress=False)
-            table.append({"lambda": lam, **_val_row(res, letter_scores(session, val, st))})
-        result["search"] = table
-        save()
-    chosen = choose_strength(table, max_retain_drop=3.0)
-    result["lambda"] = chosen
+    result["search"] = bundle.manifest.strength
+    chosen = result["lambda"] = bundle.manifest.strength["lambda"]
+    save()
     _log(f"{arch} s{seed}: lambda {chosen} chosen on Val_Set")
-    with steer(session.model, _with_strength(plan, chosen), session.image_token_id) as st:
+    with steer(session.model, plan, session.image_token_id) as st:
         g, gate_fn = make_fns(session, st)
         steered = evaluate(items + refusal, g, batch_size=64, progress=False, gate_fn=gate_fn)
         result["steered_letters"] = letter_summary(letter_scores(
@@ -181,24 +169,6 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
     save()
     _log(f"{arch} s{seed}: done in {result['seconds_total']:.0f} s")
     return result
-
-
-def _with_strength(plan, lam: float):
-    return dataclasses.replace(plan, writes=tuple(dataclasses.replace(w, strength=float(lam)) for w in plan.writes))
-
-
-def _val_row(res, letters: list[dict]) -> dict:
-    from steerkit.evaluate.metrics import pooled
-
-    summary = letter_summary(letters)
-
-    def mean_p(split):
-        rows = [r for r in letters if r["split"] == split]
-        return sum(r["p_correct"] for r in rows) / len(rows)
-
-    return {"val_forget_acc": pooled(res.metrics["val_forget"]["classification"], "accuracy"),
-            "val_retain_acc": pooled(res.metrics["val_retain"]["classification"], "accuracy"),
-            "val_forget_p": mean_p("val_forget"), "val_retain_p": mean_p("val_retain"), "letters": summary}
 
 
 def run_many(cells: list[tuple[str, int]], device: str, work: Path, budget_s: float = 0) -> None:
@@ -264,7 +234,7 @@ def aggregate(dirs: list[Path], out_json: Path, out_md: Path) -> dict:
         def pair(sc, split):
             return f"{_cls(sc, split, 'vqa'):.0f} / {_cls(sc, split, 'qa'):.0f}"
 
-        ref = lambda sc: "{:.0f} / {:.0f}".format(*(100 * sc["refusal"]["refusal"][m]["refusal_rate"]  # noqa: E731
+        ref = lambda sc: "{:.0f} / {:.0f}".format(*(sc["refusal"]["refusal"][m]["refusal_rate"]  # noqa: E731
                                                    for m in ("vqa", "qa")))
         met = c["targets"]
         rows.append(f"| {c['model']} | {c['world_seed']} | {c.get('train_device')} | {c['lambda']} | "

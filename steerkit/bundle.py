@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -79,13 +80,14 @@ class BundleManifest(_Strict):
     gate: dict[str, Any]  # {"rule": ..., params, fitted stats; optional "layer": shared read layer}
     data: dict[str, DataRef] = Field(default_factory=dict)  # name -> hash of each data set used
     recipe: dict[str, Any] = Field(default_factory=dict)  # the resolved recipe
+    strength: dict[str, Any] | None = None  # steer.strength.search: chosen "lambda" and the scored grid
     recipe_sha256: str = Field(pattern=_SHA)
     tensors_sha256: str = Field(pattern=_SHA)
     extra: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("direction", "gate", "recipe")
+    @field_validator("direction", "gate", "recipe", "strength")
     @classmethod
-    def _json(cls, v: dict) -> dict:
+    def _json(cls, v: dict | None) -> dict | None:
         """Hold only what survives the metadata round trip (tuples -> lists), so save->load is identity."""
         try:
             return json.loads(json.dumps(v, allow_nan=False, ensure_ascii=False))
@@ -97,6 +99,9 @@ class BundleManifest(_Strict):
         """Cross-field rules: a named method and rule, and every layer inside the model."""
         if not isinstance(self.direction.get("method"), str) or not isinstance(self.gate.get("rule"), str):
             raise ValueError('direction needs a "method" and gate a "rule" (e.g. "always_on")')
+        lam = (self.strength or {}).get("lambda")
+        if self.strength is not None and (type(lam) not in (int, float) or not math.isfinite(lam)):
+            raise ValueError(f"strength.lambda must be a finite number, got {lam!r}")
         shared, n = self.gate.get("layer"), self.num_layers
         if shared is not None and (type(shared) is not int or not 0 <= shared < n):
             raise ValueError(f"gate.layer {shared!r} is not a layer in 0..{n - 1}")

@@ -15,7 +15,7 @@ import torch
 from .adapter import Adapter
 from .errors import CompileError, Problem
 from .plan import SITE_ORDER, GateOp, Plan, SiteRef, TensorTable, WriteOp
-from .recipe import LayerRange, Recipe
+from .recipe import LayerRange, Recipe, StrengthSpec
 
 
 def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list[Problem]) -> list[int]:
@@ -52,6 +52,26 @@ def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list
 def site_ref(adapter: Adapter, site: str, layer: int) -> SiteRef:
     spec = adapter.sites[site]
     return SiteRef(site, layer, adapter.module_path(site, layer), spec.io, spec.output_index)
+
+
+def resolve_strength(spec: StrengthSpec, bundle: Any = None, problems: Optional[list[Problem]] = None
+                     ) -> tuple[float, str]:
+    """The lambda to steer with and where it comes from: ``recipe`` (steer.strength.lambda, which overrides
+    a calibration), ``bundle`` (chosen by steer.strength.search at extract), or ``pending`` (a dry run
+    before extraction: 0.0 stands in). A missing calibration is appended to ``problems``."""
+    if spec.lambda_ is not None:
+        return float(spec.lambda_), "recipe"
+    if bundle is None:
+        return 0.0, "pending"
+    calibrated = getattr(bundle.manifest, "strength", None)
+    if not calibrated:
+        if problems is not None:
+            problems.append(Problem("the recipe calibrates lambda (steer.strength.search) but the bundle holds no "
+                                    "calibrated strength", None, None, None, "steer.strength",
+                                    "re-extract the bundle with this recipe (steerkit extract RECIPE), or set "
+                                    "steer.strength.lambda", "SK322"))
+        return 0.0, "pending"
+    return float(calibrated["lambda"]), "bundle"
 
 
 def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
@@ -162,6 +182,7 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
         gate = GateOp("linear", positions=read_pos, pool=gate_spec.read.pool, read=shared_read, vector=vec,
                       bias=bias or 0.0, clip=tuple(gate_spec.clip) if gate_spec.clip else None)
 
+    strength, _ = resolve_strength(steer.strength, bundle, problems)
     writes = []
     for layer in layers:
         direction = need(f"direction.{steer.site}.{layer}", "steer.layers")
@@ -170,7 +191,7 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
             gvec = need(f"gate.{steer.site}.{layer}", "gate")
             gbias = gate_biases.get(str(layer), 0.0)
         writes.append(WriteOp(site_ref(adapter, steer.site, layer), steer.op, direction,
-                              float(steer.strength.lambda_), float(steer.clamp_value), tuple(steer.positions),
+                              strength, float(steer.clamp_value), tuple(steer.positions),
                               gvec, gbias))
     if problems:
         raise CompileError(f"recipe '{recipe.name}' cannot be compiled for adapter '{adapter.name}'", problems)

@@ -4,7 +4,9 @@ Steps (method.md): (1) read recall and erasure prompts (PGD-perturbing recall im
 last real prompt token of every steered layer, all layers in one pass per batch; (2) mean difference
 per layer; (3) fit the gate on forget vs retain activations at the gate's read positions, holding out
 whole retain people to score leakage honestly; (4) write a bundle whose manifest records the recipe,
-the data hashes and fit statistics. Same recipe and seed -> identical tensors.
+the data hashes and fit statistics; (5) with ``steer.strength.search``, calibrate lambda on
+validation questions and store the choice and its table in the manifest (steerkit.strength). Same recipe and
+seed -> identical tensors.
 """
 
 from __future__ import annotations
@@ -66,8 +68,18 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations
     collection over 1 GiB). The bundle is the same either way.
     """
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
+    questions = None
+    if loaded.recipe.steer.strength.search is not None:  # read first: bad calibration data fails before the fit
+        from .strength import calibration_questions
+
+        questions = calibration_questions(loaded)
     with ActivationStore(activations, spill_dir=spill_dir, log=log) as store:
-        return _extract(loaded, session, progress, store)
+        bundle = _extract(loaded, session, progress, store)
+    if questions is not None:  # after the store is freed: the search needs only the bundle
+        from .strength import calibrate
+
+        bundle = calibrate(loaded, session, bundle, questions, progress=progress)
+    return bundle
 
 
 def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationStore) -> Bundle:

@@ -16,6 +16,7 @@ from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
+from .strength import strength_note
 
 EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -124,6 +125,9 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             "model folder", "SK464")])
     plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
                           architecture=(config or {}).get("architectures", [None])[0])
+    note = strength_note(loaded, bundle, info=False)
+    if note:
+        warnings.append(note)
     return plan, warnings
 
 
@@ -174,7 +178,9 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     expect = ModelFingerprint(session.architecture, hidden, layers)
     path = bundle_path(loaded, bundle_override)
     if path is not None and path.exists():
-        return Bundle.load(path, expect=expect)
+        bundle = Bundle.load(path, expect=expect)
+        _log_strength(loaded, bundle, log)
+        return bundle
     if not extract_missing:
         raise RecipeError("the bundle is missing", [Problem(
             f"no bundle at {path}" if path else "the recipe has no bundle.path", str(loaded.path), None, None,
@@ -188,7 +194,14 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     if path is not None:
         bundle.save(path)
         log(f"wrote {path}")
+    _log_strength(loaded, bundle, log)
     return bundle
+
+
+def _log_strength(loaded: LoadedRecipe, bundle: Bundle, log) -> None:
+    note = strength_note(loaded, bundle)
+    if note:
+        log(note)
 
 
 def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:

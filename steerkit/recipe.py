@@ -220,8 +220,50 @@ class LayerRange(StrictModel):
     skip: list[LayerIndex] = []
 
 
+class StrengthSearchSpec(StrictModel):
+    """Calibrate lambda at extract time on validation questions the recipe names (docs: calibration.md).
+
+    Each grid value is scored with a continuous proxy, the mean probability the model gives the correct
+    answer, so two strengths rarely tie (accuracy on a few dozen questions often does, and a tie then
+    decides the strength). The chosen lambda and the whole table are stored in the bundle manifest.
+    """
+
+    grid: list[float] = Field(
+        [-0.5, -1.0, -2.0, -4.0, -8.0], min_length=1,
+        description="Candidate strengths, tried in order (negative erases).")
+    max_retain_drop: float = Field(3.0, ge=0, le=100, description="Keep the retain score within this many "
+                                   "points (percent) of the unsteered model's.")
+    forget_target: Optional[float] = Field(
+        None, ge=0, le=100, description="Optional: choose the weakest strength whose forget score is at or "
+                                        "below this (percent; e.g. 25 for chance on four options). Null: the "
+                                        "strongest forgetting the retain budget allows.")
+    plateau: float = Field(
+        2.0, ge=0, le=100, description="Forget scores within this many points (percent) of the best one count "
+                                       "as equal, and the weakest such strength is chosen: past the plateau a "
+                                       "stronger push buys no forgetting and only risks what is kept.")
+    forget: list[DataSource] = Field(min_length=1, description="Held-out questions about the people to forget "
+                                     "(not the prompts the direction or gate were fitted on).")
+    retain: list[DataSource] = Field(min_length=1, description="Questions about people to keep.")
+    metric: Literal["answer_prob", "top1_accuracy"] = Field(
+        "answer_prob", description="answer_prob: probability of the correct option (multiple choice) or the "
+                                   "per-token geometric mean probability of the reference answer (free-form "
+                                   "items); top1_accuracy: first-token accuracy on multiple choice, answer_prob "
+                                   "breaking ties.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Questions per forward pass.")
+
+
 class StrengthSpec(StrictModel):
-    lambda_: float = Field(alias="lambda", description="Multiplier of the direction (negative erases).")
+    lambda_: Optional[float] = Field(
+        None, alias="lambda", description="Multiplier of the direction (negative erases). With a search, "
+                                          "setting it overrides the calibrated value.")
+    search: Optional[StrengthSearchSpec] = Field(
+        None, description="Calibrate lambda at extract time; the bundle stores the choice and the table.")
+
+    @model_validator(mode="after")
+    def _some(self) -> "StrengthSpec":
+        if self.lambda_ is None and self.search is None:
+            raise ValueError("set steer.strength.lambda, or steer.strength.search to calibrate it")
+        return self
 
 
 class SteerSpec(StrictModel):
@@ -269,7 +311,10 @@ class Recipe(StrictModel):
         return self
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        if data["steer"]["strength"].get("search") is None:  # so recipes from before the search keep their hash
+            del data["steer"]["strength"]["search"]
+        return data
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()
@@ -313,6 +358,10 @@ def _sources(recipe: Recipe) -> list[tuple[str, Any]]:
     for side in ("forget", "retain"):
         for i, src in enumerate(getattr(recipe.gate, side, None) or []):
             found.append((f"gate.{side}.{i}", src))
+    search = recipe.steer.strength.search
+    for side in ("forget", "retain"):
+        for i, src in enumerate(getattr(search, side, None) or []):
+            found.append((f"steer.strength.search.{side}.{i}", src))
     return found
 
 

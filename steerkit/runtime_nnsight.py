@@ -184,12 +184,21 @@ class Steerer:
         self._vectors.moved.clear()
         self._wrapper.__exit__(None, None, None)
 
-    def _masks(self, inputs: dict) -> dict:
-        return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
+    def _masks(self, inputs: dict, prompt_mask: Optional[torch.Tensor] = None) -> dict:
+        if prompt_mask is None:
+            return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
+        masks = prompt_masks(inputs["input_ids"], prompt_mask, self.image_token_id)
+        attended = inputs.get("attention_mask", torch.ones_like(prompt_mask)).bool()
+        masks["generated"] = attended & ~prompt_mask.bool()  # the answer tokens stand where decoding would be
+        return masks
 
-    def forward(self, inputs: dict, *, return_gates: bool = False):
-        """Steered forward pass; returns logits (and per-row gate values when asked)."""
-        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
+    def forward(self, inputs: dict, *, return_gates: bool = False, prompt_mask: Optional[torch.Tensor] = None):
+        """Steered forward pass; returns logits (and per-row gate values when asked).
+
+        ``prompt_mask`` [B, T] marks the prompt when answer tokens are appended (teacher forcing): positions
+        and gates then see only the prompt, as in a prefill-steered generation of that answer."""
+        nn, plan, vectors = self.nn, self.plan, self._fresh_vectors()
+        masks = self._masks(inputs, prompt_mask)
         gates: dict = {}
         with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
             apply_writes(nn, plan, vectors, masks, gates)

@@ -39,6 +39,11 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
                f"{m.tensors_sha256[:12]}")
+    if m.strength:
+        s = m.strength
+        click.echo(f"  lambda {s['lambda']:g} calibrated on {s['n_forget']} forget and {s['n_retain']} retain "
+                   f"questions ({s['metric']}; steerkit inspect {path} shows the table)"
+                   + ("" if s["within_budget"] else "; WARNING: no strength kept retain within budget"))
     warning = zero_direction_warning(bundle)
     if warning:
         click.echo(f"  {warning}", err=True)
