@@ -75,12 +75,15 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
     """The bundle file to read (or write): ``--bundle``/``-o`` first, else ``bundle.path``.
 
     Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
-    Hub cache); see ``steerkit.bundle_source``."""
-    from .bundle_source import DEFAULT_FILE, fetch_hub, is_hub, local_bundle
+    Hub cache); see ``steerkit.bundle_source``. An explicit ``--bundle`` to read must exist: only the
+    recipe's own ``bundle.path`` may be missing (then it is extracted)."""
+    from .bundle_source import check_spec, fetch_hub, is_hub, local_bundle
 
     spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
     if spec is None:
         return None
+    key = ("-o" if for_writing else "--bundle") if override else "bundle.path"
+    check_spec(spec, key)
     if is_hub(spec):
         if for_writing:
             raise RecipeError("cannot write a bundle to the Hub", [Problem(
@@ -89,9 +92,7 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
                 "SK205")])
         return fetch_hub(spec)
     path = Path(spec) if override else loaded.resolve(spec)
-    if path.is_dir():
-        return path / DEFAULT_FILE if for_writing else local_bundle(path)
-    return path
+    return local_bundle(path, key, must_exist=bool(override) and not for_writing, for_writing=for_writing)
 
 
 def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,
