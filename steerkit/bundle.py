@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safetensors import SafetensorError
 
 from steerkit import __version__
+from steerkit.bounded_io import file_kind
 from steerkit.errors import BundleError, Problem, choices_hint
 
 FORMAT = "steerkit.bundle"
@@ -290,15 +291,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, for messages."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a plain file"
-
-
 def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
     """Return the file's bytes and string metadata. The data is read only once the header passed, so a
     forged length or a huge non-bundle file costs nothing; O_NONBLOCK keeps a FIFO from hanging open."""
@@ -309,7 +301,7 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0))) as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):  # a FIFO, device or socket: never wait on it or read it
-                raise bad(f"not a regular file ({_kind(st.st_mode)})", "SK401", "pass a bundle file")
+                raise bad(f"not a regular file ({file_kind(st.st_mode)})", "SK401", "pass a bundle file")
             size = st.st_size
             if size < 8:
                 raise bad(f"file is {size} bytes; a safetensors file starts with an 8-byte header length")

@@ -166,13 +166,17 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
 
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
                log=print, activations: str = "auto", spill_dir: Optional[str] = None,
-               extract_missing: bool = True) -> Bundle:
+               extract_missing: bool = True, preloaded: Optional[Bundle] = None) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
-    (or, with ``extract_missing=False``, saying how to make it)."""
+    (or, with ``extract_missing=False``, saying how to make it). ``preloaded``: the bundle, already read
+    before the model loaded (so a bad file failed fast); only its fit to the model is left to check."""
     from .extract import extract
 
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
+    if preloaded is not None:
+        preloaded.check_fits(expect)
+        return preloaded
     path = bundle_path(loaded, bundle_override)
     if path is not None and path.exists():
         return Bundle.load(path, expect=expect)

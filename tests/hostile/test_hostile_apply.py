@@ -109,11 +109,12 @@ def test_bad_lines_are_reported_and_good_lines_answered(work: Path) -> None:
     assert f"{len(GOOD)} answered, {len(BAD)} skipped" in text
 
 
-def test_interrupted_apply_leaves_no_partial_output_and_rerun_works(work: Path, monkeypatch) -> None:
+def test_interrupted_apply_keeps_finished_batches_and_rerun_works(work: Path, monkeypatch) -> None:
+    """Ctrl-C keeps every batch that finished, as whole lines (#18); a rerun then answers everything."""
     from steerkit.session import ModelSession
 
     out = work / "interrupted.jsonl"
-    out.write_text("previous run\n")  # an earlier, complete result must survive the interrupted run
+    out.write_text("previous run\n")
     real = ModelSession.generate
     calls = {"n": 0}
 
@@ -126,14 +127,30 @@ def test_interrupted_apply_leaves_no_partial_output_and_rerun_works(work: Path, 
     monkeypatch.setattr(ModelSession, "generate", flaky)
     r = CliRunner().invoke(cli, apply_args(work, out))
     assert r.exit_code == 130, r.output
-    assert calls["n"] == 2 and "interrupted" in r.output and "Traceback" not in r.output
-    assert out.read_text() == "previous run\n"
+    assert calls["n"] == 2 and "interrupted; 2 finished answers are in" in r.output and "Traceback" not in r.output
+    kept = [json.loads(line) for line in out.read_text().splitlines()]  # whole JSON lines only
+    assert len(kept) == 2 and {row["line"] for row in kept} <= set(GOOD)
     assert not [p.name for p in work.iterdir() if p.name.startswith(".interrupted.jsonl")]  # no temp litter
 
     monkeypatch.setattr(ModelSession, "generate", real)
     r = CliRunner().invoke(cli, apply_args(work, out))
     assert r.exit_code == 2, r.output  # the same bad lines as above
     assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == GOOD
+
+
+def test_interrupt_before_any_batch_leaves_out_untouched(work: Path, monkeypatch) -> None:
+    from steerkit.session import ModelSession
+
+    out = work / "untouched.jsonl"
+    out.write_text("previous run\n")
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModelSession, "generate", interrupted)
+    r = CliRunner().invoke(cli, apply_args(work, out))
+    assert r.exit_code == 130 and "nothing had finished; --out is unchanged" in r.output, r.output
+    assert out.read_text() == "previous run\n"
 
 
 def test_prompt_and_image_flags_are_checked(work: Path) -> None:
