@@ -36,7 +36,7 @@ def _path_text(v: str) -> str:
 
     why = path_text_problem(v)
     if why:
-        raise ValueError(f"the path {why}")
+        raise ValueError(f"the path {why}; fix: give the path of a file or folder as the file system names it")
     return v
 
 
@@ -257,7 +257,7 @@ class SteerSpec(StrictModel):
             twice = sorted({i for i in v if v.count(i) > 1})
             if twice:  # a repeated layer would get the direction added twice
                 raise ValueError(f"layer{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} listed "
-                                 "more than once; list each layer once")
+                                 "more than once (the direction would be added twice); fix: list each layer once")
         return v
 
 

@@ -87,6 +87,7 @@ _TYPE_HINTS = {
     "too_short": "add items", "too_long": "remove items", "list_type": "write a list: [a, b]",
     "dict_type": "write a mapping: {key: value}", "model_type": "write a mapping: {key: value}",
 }
+FIX_MARK = "; fix: "  # a validator's ValueError("what went wrong; fix: what to do") becomes message + hint
 _DEFAULT_HINT = "fix the value (docs/reference/recipe.md lists each key's type and range)"
 
 _SHAPE_ERRORS = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type", "tuple_type"})
@@ -150,8 +151,11 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
         else:
             got = err.get("input")
             msg = str(err.get("msg", "invalid value"))
+            hint = _TYPE_HINTS.get(etype, _DEFAULT_HINT)
             if etype == "value_error" and msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]  # our own validators' messages read as sentences
+                msg, _, own_hint = msg.partition(FIX_MARK)  # "what; fix: how" from a validator
+                hint = own_hint or hint
             if isinstance(got, dict) and etype == "value_error":
                 message = msg  # a whole section echoed back helps nobody; the key path says which
             else:
@@ -159,7 +163,6 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
                 if len(shown) > 60:
                     shown = shown[:57] + "..."
                 message = f"{msg} (got {shown})"
-            hint = _TYPE_HINTS.get(etype, _DEFAULT_HINT)
             code = f"{code_prefix}04"
         problems.append(Problem(message, where, line, col, key_path, hint, code))
     return problems
