@@ -44,7 +44,7 @@ def check_out_path(out: str, input_path: Optional[str]) -> Path:
                          "write the answers to another file, e.g. answers.jsonl")
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder check below names the cause
         st = None
     except OSError as exc:
         raise _out_error(out, f"cannot look at it: {exc.strerror or exc}", "check the path") from None
