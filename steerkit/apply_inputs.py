@@ -87,7 +87,7 @@ def read_apply_jsonl(path: Path) -> tuple[list[ApplyRow], list[Problem]]:
         unknown = set(obj) - {"prompt", "image", "id", "target"}
         prompt = obj.get("prompt")
         if unknown:
-            problems.append(Problem(f"unknown keys {sorted(unknown)[:10]}"[:300], where, n, None, None,
+            problems.append(Problem(f"unknown keys {[k[:40] for k in sorted(unknown)[:10]]}", where, n, None, None,
                                     "allowed keys: prompt, image, id, target", "SK744"))
             continue
         problem = prompt_problem(prompt, where, n)

@@ -22,8 +22,8 @@ from .bundle_source import path_text_problem
 from .errors import DataError, Problem, SteerkitError, SteeringRuntimeError
 
 
-def _out_error(out: str, message: str, hint: str) -> DataError:
-    return DataError(f"cannot write --out {out}", [Problem(message, out, None, None, "--out", hint, "SK748")])
+def _out_error(out: str, message: str, hint: str, code: str = "SK748") -> DataError:
+    return DataError(f"cannot write --out {out}", [Problem(message, out, None, None, "--out", hint, code)])
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -86,7 +86,7 @@ def failed(row: ApplyRow, where: str, exc: BaseException) -> Problem:
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     return Problem(f"the model could not process this prompt ({type(exc).__name__}{': ' + text if text else ''})",
                    where, row.line, None, "prompt", "check the prompt's text and image; the other lines were "
-                   "answered", "SK747")
+                   "answered", "SK749")
 
 
 def answer_all(rows: Sequence[ApplyRow], batch_size: int, answer: Callable[[list[ApplyRow]], list[dict]],
@@ -134,6 +134,6 @@ def answer_all(rows: Sequence[ApplyRow], batch_size: int, answer: Callable[[list
         if not done and not sink.rows:  # nothing works at all: the model or plan is broken, not a line
             raise SteeringRuntimeError("apply stopped: the model failed on every prompt so far", [Problem(
                 f"{type(first).__name__}: {str(first).strip()[:300]}", where, None, None, None,
-                "run with --debug for the traceback; if one prompt is at fault, remove its line", "SK749")]) \
+                "run with --debug for the traceback; if one prompt is at fault, remove its line", "SK750")]) \
                 from first
         sink.add(done)

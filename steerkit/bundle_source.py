@@ -106,8 +106,8 @@ def check_spec(spec: str, key: str) -> None:
             f"the bundle path {why}", None, None, None, key, "give the path of a bundle file", "SK430")])
 
 
-def _unreadable(path: Path, key: str, why: str, hint: str) -> BundleError:
-    return BundleError(f"cannot read bundle {path}", [Problem(why, str(path), None, None, key, hint, "SK431")])
+def _unreadable(path: Path, key: str, msg: str, hint: str, code: str = "SK431") -> BundleError:
+    return BundleError(f"cannot read bundle {path}", [Problem(msg, str(path), None, None, key, hint, code)])
 
 
 def local_bundle(path: Path, key: str = "bundle.path", *, must_exist: bool = False, for_writing: bool = False

@@ -33,9 +33,15 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
         return {"architectures": [arch] if arch else [], "text_config": text, **text}
     local = loaded.resolve(spec.id)
     if (local / "config.json").is_file():
-        try:
-            config = json.loads((local / "config.json").read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        from .bounded_io import UnreadableFile, read_bounded
+
+        try:  # bounded: a config is KBs; a multi-GB file named config.json must not be read whole
+            config = json.loads(read_bounded(local / "config.json", 16 << 20).decode("utf-8"))
+        except UnreadableFile as exc:
+            raise AdapterError("the model's config.json cannot be read", [Problem(
+                exc.reason, str(local / "config.json"), None, None, "model.id",
+                "re-save the model with save_pretrained", "SK464")]) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AdapterError("the model's config.json is not valid JSON", [Problem(
                 str(exc), str(local / "config.json"), None, None, "model.id",
                 "re-save the model with save_pretrained", "SK464")]) from None

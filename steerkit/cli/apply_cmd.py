@@ -16,7 +16,8 @@ from .common import activation_options, guarded, remote_option, set_option
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="jsonl: {prompt, image?} per line.")
 @click.option("--prompt", help="A single prompt (instead of --input).")
 @click.option("--image", type=click.Path(dir_okay=False), help="Image for --prompt.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per input here (atomic).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write one JSON line per input here, rewritten "
+              "atomically after every batch (finished answers survive a failure or Ctrl-C); not the --input file.")
 @click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))

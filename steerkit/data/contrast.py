@@ -21,7 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from steerkit.bounded_io import MAX_IMAGE_BYTES, MAX_INPUT_BYTES, MAX_LINE_BYTES, UnreadableFile, bad_unicode, read_bounded
+from steerkit.bounded_io import (MAX_IMAGE_BYTES, MAX_INPUT_BYTES, MAX_LINE_BYTES, UnreadableFile, bad_unicode,
+                                 read_bounded)
 from steerkit.data.items import ContrastItem
 from steerkit.errors import DataError, Problem, ProblemCollector, did_you_mean
 

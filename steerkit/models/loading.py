@@ -89,7 +89,8 @@ def remote_code_notice(ref: str, revision: Optional[str]) -> str:
             pass
         named = ", ".join(f"{k} -> {v}" for k, v in list(auto_map.items())[:10]) if isinstance(auto_map, dict) else ""
         return (f"warning: model.trust_remote_code is true: transformers may import and run the Python files "
-                f"in {path} ({', '.join(files) or 'none found'})" + (f"; config.json auto_map: {named}" if named else ""))
+                f"in {path} ({', '.join(files) or 'none found'})"
+                + (f"; config.json auto_map: {named}" if named else ""))
     pinned = f"revision {revision}" if revision else "its latest revision (unpinned: set model.revision)"
     return (f"warning: model.trust_remote_code is true: transformers may download and run the Python files of "
             f"the Hub repository {ref} at {pinned} that its config.json auto_map names")

@@ -274,7 +274,7 @@ def test_a_prompt_the_model_chokes_on_is_named_and_the_rest_answered(work: Path,
     out = tmp_path / "out.jsonl"
     r = CliRunner().invoke(cli, ["apply", str(work / "recipe.yaml"), "--input", str(tmp_path / "in.jsonl"),
                                  "--out", str(out), "--max-new-tokens", "2", "--batch-size", "2"])
-    refused(r, "in.jsonl:2", "could not process this prompt (ValueError: tokenizer exploded)", "SK747",
+    refused(r, "in.jsonl:2", "could not process this prompt (ValueError: tokenizer exploded)", "SK749",
             "3 answered, 1 skipped")
     assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 3, 4]
 
@@ -288,4 +288,4 @@ def test_a_model_that_fails_on_everything_is_a_runtime_error(work: Path, monkeyp
     monkeypatch.setattr(ModelSession, "generate", broken)
     r = CliRunner().invoke(cli, ["apply", str(work / "recipe.yaml"), "--prompt", "Who?", "--max-new-tokens", "2"])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    assert "SK749" in r.output and "RuntimeError: weights are garbage" in r.output
+    assert "SK750" in r.output and "RuntimeError: weights are garbage" in r.output
