@@ -95,7 +95,7 @@ class ExpectedDims(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    id: str = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
+    id: PathText = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
                                 "(the small models trained on the synthetic world).")
     revision: Optional[str] = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"

@@ -209,6 +209,7 @@ C["num_huge_world_seed.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  wor
 C["path_bundle_nul.yaml"] = v("out/not-extracted-yet.safetensors", '"out/not\\0extracted.safetensors"')
 C["path_bundle_5000_chars.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 5000 + ".safetensors")
 C["path_bundle_long_name.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 300 + ".safetensors")
+C["path_model_id_5000_chars.yaml"] = v("id: embedded:llava\n  adapter: llava", "id: " + "m" * 5000)
 C["path_jsonl_nul.yaml"] = v("path: data/recall.jsonl}", 'path: "data/recall\\0.jsonl"}')
 
 
