@@ -363,7 +363,9 @@ SCHEMA_CODES = [("00", "the document is not a mapping at the top level", "start 
                 ("01", "unknown key '{key}' (with the allowed keys and a 'did you mean')", "rename or remove the key"),
                 ("02", "required key is missing", "add the key"),
                 ("03", "unknown value {got}; expected one of the listed choices", "use one of the choices"),
-                ("04", "{pydantic message} (got {value})", "fix the value's type or range")]
+                ("04", "{pydantic message} (got {value})",
+                 "by the kind of mistake, e.g. write true or false, unquoted / write a whole number / "
+                 "use a smaller value")]
 
 
 def _text(node: ast.AST | None, names: dict[str, str] | None = None) -> str:

@@ -29,6 +29,12 @@ def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list
             problems.append(Problem(f"layers {bad} are outside the model's 0..{num_layers - 1}", None, None, None,
                                     "steer.layers", fix, "SK301"))
         layers = [norm(i) for i in spec]
+        same = sorted({i for i in layers if 0 <= i < num_layers and layers.count(i) > 1})
+        if same:  # e.g. [3, -1] on 4 layers: the direction would be added twice at layer 3
+            problems.append(Problem(f"layers {[i for i in spec if norm(i) in same]} name layer "
+                                    f"{', '.join(map(str, same))} more than once (negative indices count "
+                                    f"from the end of {num_layers})", None, None, None, "steer.layers",
+                                    "list each layer once", "SK301"))
     else:
         start = norm(spec.start)
         stop = num_layers if spec.stop is None else norm(spec.stop)

@@ -34,9 +34,15 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
         return {"architectures": [arch] if arch else [], "text_config": text, **text}
     local = loaded.resolve(spec.id)
     if (local / "config.json").is_file():
-        try:
-            config = json.loads((local / "config.json").read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        from .bounded_io import UnreadableFile, read_bounded
+
+        try:  # bounded: a config is KBs; a multi-GB file named config.json must not be read whole
+            config = json.loads(read_bounded(local / "config.json", 16 << 20).decode("utf-8"))
+        except UnreadableFile as exc:
+            raise AdapterError("the model's config.json cannot be read", [Problem(
+                exc.reason, str(local / "config.json"), None, None, "model.id",
+                "re-save the model with save_pretrained", "SK464")]) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AdapterError("the model's config.json is not valid JSON", [Problem(
                 str(exc), str(local / "config.json"), None, None, "model.id",
                 "re-save the model with save_pretrained", "SK464")]) from None
@@ -76,12 +82,15 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
     """The bundle file to read (or write): ``--bundle``/``-o`` first, else ``bundle.path``.
 
     Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
-    Hub cache); see ``steerkit.bundle_source``."""
-    from .bundle_source import DEFAULT_FILE, fetch_hub, is_hub, local_bundle
+    Hub cache); see ``steerkit.bundle_source``. An explicit ``--bundle`` to read must exist: only the
+    recipe's own ``bundle.path`` may be missing (then it is extracted)."""
+    from .bundle_source import check_spec, fetch_hub, is_hub, local_bundle
 
     spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
     if spec is None:
         return None
+    key = ("-o" if for_writing else "--bundle") if override else "bundle.path"
+    check_spec(spec, key)
     if is_hub(spec):
         if for_writing:
             raise RecipeError("cannot write a bundle to the Hub", [Problem(
@@ -90,9 +99,7 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
                 "SK205")])
         return fetch_hub(spec)
     path = Path(spec) if override else loaded.resolve(spec)
-    if path.is_dir():
-        return path / DEFAULT_FILE if for_writing else local_bundle(path)
-    return path
+    return local_bundle(path, key, must_exist=bool(override) and not for_writing, for_writing=for_writing)
 
 
 def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,
@@ -169,13 +176,17 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
 
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
                log=print, activations: str = "auto", spill_dir: Optional[str] = None,
-               extract_missing: bool = True) -> Bundle:
+               extract_missing: bool = True, preloaded: Optional[Bundle] = None) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
-    (or, with ``extract_missing=False``, saying how to make it)."""
+    (or, with ``extract_missing=False``, saying how to make it). ``preloaded``: the bundle, already read
+    before the model loaded (so a bad file failed fast); only its fit to the model is left to check."""
     from .extract import extract
 
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
+    if preloaded is not None:
+        preloaded.check_fits(expect)
+        return preloaded
     path = bundle_path(loaded, bundle_override)
     if path is not None and path.exists():
         bundle = Bundle.load(path, expect=expect)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictBool, field_validator, model_validator
 
 from .errors import Problem, RecipeError
 from .validation import StrictModel, validate_document
@@ -29,17 +29,31 @@ TaskName = Literal["classification", "generation", "cloze"]
 ModalityName = Literal["vqa", "qa"]
 
 
+def _path_text(v: str) -> str:
+    """A path the filesystem can take: a NUL byte or a 5,000-character name is an input error here, not
+    a "missing file" or an OSError traceback later (issue #14)."""
+    from .bundle_source import path_text_problem
+
+    why = path_text_problem(v)
+    if why:
+        raise ValueError(f"the path {why}; fix: give the path of a file or folder as the file system names it")
+    return v
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
+
+
 # ----------------------------------------------------------------------------------------- data sources
 class JsonlSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
-    path: str = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
+    path: PathText = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
                                   "Relative paths resolve against the recipe's folder.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
 
 
 class MllmuSource(StrictModel):
     kind: Literal["mllmu"] = "mllmu"
-    path: str = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
+    path: PathText = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
     split: SplitName = Field(description="Which split to read.")
     forget_ratio: Literal[5, 10, 15] = 10
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
@@ -71,7 +85,7 @@ DataSource = Annotated[Union[JsonlSource, MllmuSource, WorldSource], Field(discr
 
 # ----------------------------------------------------------------------------------------- sections
 class WorldSpec(StrictModel):
-    seed: int = Field(0, ge=0, description="Seed of the embedded synthetic world.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the embedded synthetic world.")
     n_profiles: int = Field(100, ge=8, le=10000, description="Number of fictitious profiles.")
 
 
@@ -81,13 +95,16 @@ class ExpectedDims(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    id: str = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
+    id: PathText = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
                                 "(the small models trained on the synthetic world).")
     revision: Optional[str] = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     device_map: Optional[Union[str, dict[str, Union[int, str]]]] = None
     adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
-    trust_remote_code: bool = Field(False, description="Run model code from the Hub. Off unless you set it.")
+    # A security switch: strict, so only a real YAML boolean turns it on (pydantic's lax mode reads the
+    # strings "on", "yes", "1" as True, which let a quoted "on" run a planted module, issue #18).
+    trust_remote_code: StrictBool = Field(False, description="Run Python code shipped with the model (its "
+                                          "auto_map modules). Off unless set to the YAML boolean true.")
     world: WorldSpec = WorldSpec()
     expect: Optional[ExpectedDims] = Field(
         None, description="The model's decoder dimensions; lets validate/compile check the plan offline, "
@@ -275,9 +292,19 @@ class SteerSpec(StrictModel):
     strength: StrengthSpec = StrengthSpec(**{"lambda": 1.0})
     clamp_value: float = Field(0.0, description="For op=clamp: the value of the component along r.")
 
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list):
+            twice = sorted({i for i in v if v.count(i) > 1})
+            if twice:  # a repeated layer would get the direction added twice
+                raise ValueError(f"layer{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} listed "
+                                 "more than once (the direction would be added twice); fix: list each layer once")
+        return v
+
 
 class BundleSpec(StrictModel):
-    path: str = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+    path: PathText = Field(description="Where the direction bundle is written / read (relative to the recipe).")
 
 
 class EvalSpec(StrictModel):
@@ -285,10 +312,10 @@ class EvalSpec(StrictModel):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     forget_ratio: Literal[5, 10, 15] = 10
-    data: Optional[str] = Field(None, description="MLLMU-layout folder; null: the embedded world.")
+    data: Optional[PathText] = Field(None, description="MLLMU-layout folder; null: the embedded world.")
     batch_size: int = Field(32, ge=1)
     limit: Optional[int] = Field(None, ge=1, description="Items per (split, task, modality) cell.")
-    out: str = Field("runs/eval", description="Output folder for JSON, markdown and plots.")
+    out: PathText = Field("runs/eval", description="Output folder for JSON, markdown and plots.")
 
 
 class Recipe(StrictModel):

@@ -23,11 +23,14 @@ next build.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -95,6 +98,25 @@ def _clear_stale(final: Path) -> None:
     """Remove temporary siblings of ``final`` left by stopped builds (call with the lock held)."""
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Turn SIGTERM into SystemExit while a build runs: its default action ends the process without
+    running ``finally``, which left an empty ``.tmp-PID`` folder in the cache (#18). Handlers can only be
+    set from the main thread; elsewhere the next build's ``_clear_stale`` still removes the folder."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _log(progress: bool, message: str) -> None:
@@ -224,15 +246,16 @@ def ensure_embedded(name: str, world_seed: int = 0, n_profiles: int = 100, progr
         _clear_stale(final)
         world = ensure_world(world_seed, n_profiles, progress=progress)
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True)
-        try:
-            _build(name, world, tmp, sz, train, model_key(name, world_seed, n_profiles, sz, train, device),
-                   progress, device)
-            if final.exists():  # a folder without metadata: an interrupted copy from an older layout
-                shutil.rmtree(final)
-            tmp.rename(final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _sigterm_unwinds():
+            try:
+                tmp.mkdir(parents=True)
+                _build(name, world, tmp, sz, train, model_key(name, world_seed, n_profiles, sz, train, device),
+                       progress, device)
+                if final.exists():  # a folder without metadata: an interrupted copy from an older layout
+                    shutil.rmtree(final)
+                tmp.rename(final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     _log(progress, f"embedded:{name} ready at {final}")
     return final
 

@@ -8,7 +8,9 @@ that name the input and the fix, never a raw traceback. Remote code stays off un
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Union
 
@@ -73,9 +75,36 @@ def _dtype(dtype: Any) -> Any:
           f"use one of: {', '.join(_DTYPES)}", "SK703", key="model.dtype", cls=RecipeError)
 
 
+def remote_code_notice(ref: str, revision: Optional[str]) -> str:
+    """What ``trust_remote_code=True`` is about to run, said before transformers imports any of it (#18)."""
+    path = Path(ref)
+    if path.is_dir():
+        files = sorted(p.name for p in path.glob("*.py"))[:20]
+        auto_map = {}
+        try:
+            from ..bounded_io import read_bounded
+
+            auto_map = json.loads(read_bounded(path / "config.json", 1 << 20)).get("auto_map") or {}
+        except Exception:  # noqa: BLE001 - only a notice; loading reports a bad config itself
+            pass
+        named = ", ".join(f"{k} -> {v}" for k, v in list(auto_map.items())[:10]) if isinstance(auto_map, dict) else ""
+        return (f"warning: model.trust_remote_code is true: transformers may import and run the Python files "
+                f"in {path} ({', '.join(files) or 'none found'})"
+                + (f"; config.json auto_map: {named}" if named else ""))
+    pinned = f"revision {revision}" if revision else "its latest revision (unpinned: set model.revision)"
+    return (f"warning: model.trust_remote_code is true: transformers may download and run the Python files of "
+            f"the Hub repository {ref} at {pinned} that its config.json auto_map names")
+
+
 def _load_config(ref: str, revision: Optional[str], trust_remote_code: bool):
     from transformers import AutoConfig
 
+    if type(trust_remote_code) is not bool:  # a security switch: "on", 1 or "false" (truthy!) are refused
+        _fail("trust_remote_code must be True or False", f"got {trust_remote_code!r}",
+              "pass the boolean True only if you trust the model's code", "SK711", key="model.trust_remote_code",
+              cls=RecipeError)
+    if trust_remote_code:
+        print(remote_code_notice(ref, revision), file=sys.stderr, flush=True)
     try:
         return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:

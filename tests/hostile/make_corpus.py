@@ -195,6 +195,22 @@ random.seed(6)
 C["enc_binary.yaml"] = bytes(random.randrange(256) for _ in range(2048))
 C["enc_utf16.yaml"] = BASE.encode("utf-16")
 C["enc_png_named_yaml.yaml"] = b"\x89PNG\r\n\x1a\n" + bytes(random.randrange(256) for _ in range(256))
+# ---- round 2 (issues #18, #14): string booleans for a security switch, repeated layers, paths no file
+# system takes, an unbounded world seed
+C["sec_remote_code_quoted_on.yaml"] = v("  adapter: llava\n", '  adapter: llava\n  trust_remote_code: "on"\n')
+C["sec_remote_code_bare_on.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: on\n")
+C["sec_remote_code_yes.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: yes\n")
+C["sec_remote_code_quoted_true.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: 'true'\n")
+C["sec_remote_code_one.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: 1\n")
+C["sec_remote_code_bool_tag_on.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: !!bool on\n")
+C["layers_duplicate.yaml"] = v("layers: {start: 1}", "layers: [1, 2, 2]")
+C["layers_duplicate_negative.yaml"] = v("layers: {start: 1}", "layers: [1, 3, -1]")
+C["num_huge_world_seed.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  world: {seed: 1000000000000000000000}\n")
+C["path_bundle_nul.yaml"] = v("out/not-extracted-yet.safetensors", '"out/not\\0extracted.safetensors"')
+C["path_bundle_5000_chars.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 5000 + ".safetensors")
+C["path_bundle_long_name.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 300 + ".safetensors")
+C["path_model_id_5000_chars.yaml"] = v("id: embedded:llava\n  adapter: llava", "id: " + "m" * 5000)
+C["path_jsonl_nul.yaml"] = v("path: data/recall.jsonl}", 'path: "data/recall\\0.jsonl"}')
 
 
 def write() -> None:
