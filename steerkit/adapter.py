@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .errors import AdapterError, Problem, choices_hint
 from .resources import builtin_dir
@@ -65,8 +65,61 @@ class PromptSpec(StrictModel):
 
 
 class ProcessorSpec(StrictModel):
-    kind: Literal["auto", "qwen2_vl_no_video", "qwen2_5_vl_no_video", "smolvlm_no_video", "tokenizer"] = Field(
-        "auto", description="How to build the processor; *_no_video rebuild it without torchvision.")
+    kind: Literal["auto", "compose", "tokenizer", "pixtral", "smolvlm_no_video", "qwen2_vl_no_video",
+                  "qwen2_5_vl_no_video"] = Field(
+        "auto", description="How to build the processor: 'auto' (AutoProcessor, else the class the checkpoint "
+        "names without its video half), 'compose' (the classes named below; set by 'class'), 'tokenizer' "
+        "(no processor), or a hand-written kind: 'pixtral', 'smolvlm_no_video' (qwen2_vl_no_video and "
+        "qwen2_5_vl_no_video are old names of compose).")
+    class_: Optional[str] = Field(
+        None, alias="class", description="A transformers processor class name, e.g. Qwen3VLProcessor. It is built "
+        "with only a tokenizer and an image processor; its video/audio parts are left out (no torchvision).")
+    image_processor: Optional[str] = Field(
+        None, description="A transformers image processor class name, e.g. Qwen2VLImageProcessorPil (the PIL "
+        "backend, which needs no torchvision). Default: AutoImageProcessor.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_means_compose(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("class") and data.get("kind", "auto") == "auto":
+            data = {**data, "kind": "compose"}
+        return data
+
+    @model_validator(mode="after")
+    def _compose_needs_class(self) -> "ProcessorSpec":
+        if self.kind == "compose" and not self.class_:
+            raise ValueError("kind 'compose' needs 'class' (a transformers processor class name)")
+        if self.class_ and self.kind != "compose":
+            raise ValueError(f"'class' is only read with kind 'compose', not '{self.kind}'")
+        for name in (self.class_, self.image_processor):
+            if name is not None and not name.isidentifier():
+                raise ValueError(f"'{name}' is not a class name (a name exported by transformers, no dots)")
+        return self
+
+
+class TemplateSpec(StrictModel):
+    """A chat template from four pieces (steerkit.models.zoo.chat_template); newlines as {{ '\\n' }}."""
+
+    image: str = Field(description="What an image item renders as, e.g. \"<|vision_start|><|image_pad|><|vision_end|>\".")
+    start: str = "{{ m['role'] }}: "
+    end: str = "{{ '\\n' }}"
+    gen: str = "assistant:"
+
+
+class TinySpec(StrictModel):
+    """How the test suite builds a tiny random model of this family from its config class (no weights, no
+    Python); read only by tests and ``steerkit.models.tiny_generic``."""
+
+    tokens: dict[str, str] = Field({}, description="Named special tokens, e.g. {image_token: '<image>'}; each "
+                                   "becomes tokenizer.<name> and tokenizer.<name>_id.")
+    special_tokens: list[str] = Field([], description="Other special tokens the template or processor uses.")
+    add_bos: bool = Field(True, description="Whether the tokenizer prepends a BOS token.")
+    eos: Optional[str] = Field(None, description="The EOS token (default </s>).")
+    token_ids: dict[str, str] = Field({}, description="Dotted config key -> a name in tokens; set to its id.")
+    config: dict[str, Any] = Field({}, description="Dotted config key -> value, applied after the generic shrink.")
+    chat_template: Optional[TemplateSpec] = None
+    image_processor: dict[str, Any] = Field({}, description="Arguments of the image processor class.")
+    processor: dict[str, Any] = Field({}, description="Arguments of the processor class (e.g. image_seq_length).")
 
 
 class VerifiedRecord(StrictModel):
@@ -90,6 +143,7 @@ class Adapter(StrictModel):
         None, description="How to find image-token positions; null for text-only families.")
     prompt: PromptSpec = PromptSpec()
     processor: ProcessorSpec = ProcessorSpec()
+    tiny: Optional[TinySpec] = Field(None, description="How tests build a tiny model of this family (data only).")
     verified: list[VerifiedRecord] = []
 
     @field_validator("sites")
