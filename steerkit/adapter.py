@@ -9,10 +9,15 @@ found and how prompts are rendered. Adding an architecture is adding one YAML fi
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import Field, field_validator, model_validator
 
 from .errors import AdapterError, Problem, choices_hint
@@ -42,7 +47,17 @@ class SiteSpec(StrictModel):
 
 class MatchSpec(StrictModel):
     architectures: list[str] = Field(min_length=1, description="config.architectures[0] values this adapter serves.")
-    transformers: str = Field(">=5.0", description="transformers versions the paths hold for (PEP 440 specifier).")
+    transformers: str = Field(">=5.0", description="transformers versions the paths hold for (PEP 440 specifier); "
+                              "outside it, steerkit warns and names both versions.")
+
+    @field_validator("transformers")
+    @classmethod
+    def _specifier(cls, v: str) -> str:
+        try:
+            SpecifierSet(v)
+        except InvalidSpecifier:
+            raise ValueError(f"'{v}' is not a PEP 440 version range (e.g. '>=5.0,<6')") from None
+        return v
 
 
 class ConfigKeys(StrictModel):
@@ -198,40 +213,172 @@ def adapter_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@lru_cache(maxsize=None)
-def _registry(folder: str) -> dict[str, tuple[Adapter, Path]]:
-    out: dict[str, tuple[Adapter, Path]] = {}
-    for path in sorted(Path(folder).glob("*.yaml")):
+# ---- the registry: user folders, then the shipped adapters ------------------------------------------
+# A bad file is kept as an error, raised only when its own name or architectures are asked for, so one
+# broken adapter cannot break commands about other models. Two files claiming one name or architecture,
+# and an adapter whose match.transformers range excludes the installed transformers, are warnings.
+
+ENV_VAR = "STEERKIT_ADAPTERS"
+log = logging.getLogger("steerkit.adapters")
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log a warning on stderr once per process (the CLI shows it as 'warning: ...')."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("warning: %s", message)
+
+
+@dataclass(frozen=True)
+class Registry:
+    adapters: dict[str, tuple[Adapter, Path]]  # by name, the first found wins
+    by_arch: dict[str, str]  # architecture -> adapter name
+    broken: dict[Path, tuple[AdapterError, tuple[str, ...]]]  # bad file -> (error, names/architectures it claims)
+    notes: tuple[str, ...]  # duplicate claims and missing folders, warned when the registry is used
+
+
+def user_folders() -> list[Path]:
+    """Folders named by $STEERKIT_ADAPTERS (os.pathsep-separated), in order."""
+    return [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+
+
+def _claims(path: Path) -> tuple[str, ...]:
+    """What a file that failed validation still says it serves (its stem, name, architectures)."""
+    claims = [path.stem]
+    try:
+        data = read_yaml(path).data
+    except YamlProblems:
+        return tuple(claims)
+    if isinstance(data, dict):
+        if isinstance(data.get("name"), str):
+            claims.append(data["name"])
+        match = data.get("match")
+        archs = match.get("architectures") if isinstance(match, dict) else None
+        if isinstance(archs, list):
+            claims += [a for a in archs if isinstance(a, str)]
+    return tuple(dict.fromkeys(claims))
+
+
+def _files(folders: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            st = path.stat()
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+@lru_cache(maxsize=32)
+def _scan(files: tuple[tuple[str, int, int], ...], missing: tuple[str, ...]) -> Registry:
+    adapters: dict[str, tuple[Adapter, Path]] = {}
+    by_arch: dict[str, str] = {}
+    broken: dict[Path, tuple[AdapterError, tuple[str, ...]]] = {}
+    notes = [f"${ENV_VAR} names {m}, which is not a folder" for m in missing]
+    for name, _, _ in files:
+        path = Path(name)
+        try:
+            adapter = load_adapter_file(path)
+        except AdapterError as exc:
+            broken[path] = (exc, _claims(path))
+            continue
+        if adapter.name in adapters:
+            notes.append(f"two adapters are named '{adapter.name}': {adapters[adapter.name][1]} is used, "
+                         f"{path} is ignored")
+            continue
+        adapters[adapter.name] = (adapter, path)
+        for arch in adapter.match.architectures:
+            if arch in by_arch:
+                notes.append(f"two adapters claim {arch}: '{by_arch[arch]}' ({adapters[by_arch[arch]][1]}) is "
+                             f"used, '{adapter.name}' ({path}) is not")
+            else:
+                by_arch[arch] = adapter.name
+    return Registry(adapters, by_arch, broken, tuple(notes))
+
+
+def registry(user: bool = True) -> Registry:
+    """The adapters steerkit can use now: $STEERKIT_ADAPTERS folders first, then the shipped ones."""
+    folders = (user_folders() if user else []) + [builtin_dir("adapters")]
+    reg = _scan(_files(folders), tuple(str(f) for f in folders if not f.is_dir()))
+    for note in reg.notes:
+        warn_once(note)
+    return reg
+
+
+def list_adapters(user: bool = True) -> dict[str, tuple[Adapter, Path]]:
+    """Valid adapters by name (``user=False``: the shipped ones only)."""
+    return dict(registry(user).adapters)
+
+
+def broken_adapters() -> dict[Path, AdapterError]:
+    """Adapter files that failed validation, with their errors."""
+    return {path: err for path, (err, _) in registry().broken.items()}
+
+
+def _raise_if_broken(reg: Registry, claim: str) -> None:
+    for path, (err, claims) in reg.broken.items():
+        if claim in claims:
+            raise err
+
+
+def transformers_version() -> Optional[str]:
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_version(adapter: Adapter, path: Optional[Path] = None) -> Optional[str]:
+    """A warning when the installed transformers is outside the adapter's match.transformers range."""
+    version = transformers_version()
+    if version is None or SpecifierSet(adapter.match.transformers).contains(version, prereleases=True):
+        return None
+    where = f" ({path})" if path else ""
+    message = (f"adapter '{adapter.name}'{where} is written for transformers {adapter.match.transformers}, but "
+               f"{version} is installed: its module paths may not hold; run `steerkit adapters check` on the model")
+    warn_once(message)
+    return message
+
+
+def _is_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml")) or "/" in ref or "\\" in ref
+
+
+def get_adapter(name: str, base_dir: Optional[Path] = None) -> Adapter:
+    """An adapter by name, or from a YAML file (a path, relative to ``base_dir`` when it exists there)."""
+    if _is_path(name):
+        path = Path(name).expanduser()
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+            path = base_dir / path
         adapter = load_adapter_file(path)
-        out[adapter.name] = (adapter, path)
-    return out
-
-
-def list_adapters() -> dict[str, tuple[Adapter, Path]]:
-    """Built-in adapters by name (validated)."""
-    return dict(_registry(str(builtin_dir("adapters"))))
-
-
-def get_adapter(name: str) -> Adapter:
-    registry = list_adapters()
-    if name not in registry:
+        check_version(adapter, path)
+        return adapter
+    reg = registry()
+    if name not in reg.adapters:
+        _raise_if_broken(reg, name)
         raise AdapterError(f"no adapter named '{name}'", [Problem(
-            f"unknown adapter '{name}'", None, None, None, "model.adapter", choices_hint(name, registry), "SK451")])
-    return registry[name][0]
+            f"unknown adapter '{name}'", None, None, None, "model.adapter",
+            f"{choices_hint(name, reg.adapters)}; or give a path to an adapter file, or add a folder to "
+            f"${ENV_VAR}", "SK451")])
+    adapter, path = reg.adapters[name]
+    check_version(adapter, path)
+    return adapter
 
 
 def adapter_path(name: str) -> Path:
-    return list_adapters()[name][1]
+    return registry().adapters[name][1]
 
 
 def adapter_for_architecture(architecture: str) -> Adapter:
-    """The built-in adapter whose ``match.architectures`` lists this architecture."""
-    registry = list_adapters()
-    for adapter, _ in registry.values():
-        if architecture in adapter.match.architectures:
-            return adapter
-    known = sorted(a for ad, _ in registry.values() for a in ad.match.architectures)
+    """The adapter whose ``match.architectures`` lists this architecture (user folders first)."""
+    reg = registry()
+    if architecture in reg.by_arch:
+        adapter, path = reg.adapters[reg.by_arch[architecture]]
+        check_version(adapter, path)
+        return adapter
+    _raise_if_broken(reg, architecture)
+    known = sorted(reg.by_arch)
     raise AdapterError(f"no adapter for architecture '{architecture}'", [Problem(
         f"architecture '{architecture}' is not served by any adapter", None, None, None, "model.adapter",
-        f"add adapters/<name>.yaml (see docs/adapters.md) or set model.adapter; {choices_hint(architecture, known)}",
-        "SK451")])
+        f"write one YAML file for it (docs/adapters.md) in a folder on ${ENV_VAR}, or set model.adapter; "
+        f"{choices_hint(architecture, known)}", "SK451")])

@@ -86,7 +86,8 @@ class ModelSpec(StrictModel):
     revision: Optional[str] = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     device_map: Optional[Union[str, dict[str, Union[int, str]]]] = None
-    adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
+    adapter: str = Field("auto", description="Adapter name, a path to an adapter YAML file (relative to the "
+                         "recipe's folder), or 'auto' to match config.architectures[0].")
     trust_remote_code: bool = Field(False, description="Run model code from the Hub. Off unless you set it.")
     world: WorldSpec = WorldSpec()
     expect: Optional[ExpectedDims] = Field(
