@@ -21,7 +21,7 @@ import torch
 
 from .compile import site_ref
 from .errors import AdapterError, Problem
-from .runtime_nnsight import check_sites, read_sites
+from .runtime_nnsight import check_sites, site_values
 
 
 def check_adapter(session) -> list[str]:
@@ -116,7 +116,7 @@ def continuity_lines(session, inputs: dict, num_layers: int) -> list[str]:
     adapter = session.adapter
     refs = [site_ref(adapter, "resid_post", layer) for layer in range(num_layers - 1)]
     refs += [site_ref(adapter, "resid_pre", layer) for layer in range(1, num_layers)]
-    values = read_sites(session.model, inputs, refs)
+    values = site_values(session.model, inputs, refs)
     tid = session.image_token_id
     image_rows = (inputs["input_ids"] == tid).cpu() if tid is not None else None
     jumps = []

@@ -319,7 +319,7 @@ def check_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -
     return {k: tuple(int(x) for x in v.tolist()) for k, v in shapes.items()}
 
 
-def read_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, torch.Tensor]:
+def site_values(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, torch.Tensor]:
     """Read every site once and return its value (detached, on the CPU): the adapter check compares them."""
     values: dict[str, Any] = {}
     with wrapped(model) as nn_model, torch.no_grad(), nn_model.trace(**inputs):

@@ -131,6 +131,8 @@ def processor_class(name: str) -> type:
     """The no-torchvision variant of the transformers processor class ``name``: only the tokenizer and
     the image processor are required; every other part is left out (None)."""
     stock = _transformers_class(name, "ProcessorMixin", "processor class")
+    if set(stock.get_attributes()) <= set(_KEPT_PARTS):  # nothing to leave out: the stock class as is
+        return stock
     if stock not in _COMPOSED:
         _COMPOSED[stock] = type(f"{stock.__name__}ImagesOnly", (_NoVideoMixin, stock),
                                 {"__module__": __name__, "__doc__": f"{stock.__name__} for images and text only."})
