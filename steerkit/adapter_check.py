@@ -38,8 +38,8 @@ def check_adapter(session) -> list[str]:
             f"encoding an image prompt failed: {type(exc).__name__}: {_first_line(exc)}", None, None, None,
             "processor", "fix the adapter's processor and prompt settings (docs/adapters.md, 'Processor "
             "settings')", "SK458")]) from None
-    refs = [site_ref(adapter, s, layer) for s in adapter.sites for layer in sorted({0, num_layers - 1})]
-    problems, lines = [], []
+    refs, lines = _present_refs(session.model, adapter, num_layers)
+    problems: list[Problem] = []
     try:
         shapes = check_sites(session.model, batch.inputs, refs)
     except Exception as exc:  # a wrong module path surfaces here as an nnsight/AttributeError
@@ -61,6 +61,25 @@ def check_adapter(session) -> list[str]:
     if problems:
         raise AdapterError(f"adapter '{adapter.name}' failed its live check", problems)
     return lines
+
+
+def _present_refs(model, adapter, num_layers: int) -> tuple[list, list[str]]:
+    """Refs at the first and last layer, without modules a layer lacks by design (Mllama's cross-attention
+    layers have no self_attn), as long as the site exists on one of them; a note names each one skipped."""
+    refs, notes = [], []
+    for site in adapter.sites:
+        found = []
+        for layer in sorted({0, num_layers - 1}):
+            try:
+                model.get_submodule(adapter.module_path(site, layer))
+            except (AttributeError, TypeError):
+                notes.append(f"--  {site}[{layer}]".ljust(21) + f" no module {adapter.module_path(site, layer)} "
+                             "on this layer (skipped)")
+                continue
+            found.append(site_ref(adapter, site, layer))
+        # a site missing everywhere is read anyway, so the failure names it (SK455)
+        refs += found or [site_ref(adapter, site, layer) for layer in sorted({0, num_layers - 1})]
+    return refs, notes
 
 
 def _first_line(exc: BaseException) -> str:
