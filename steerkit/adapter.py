@@ -274,7 +274,7 @@ def _scan(files: tuple[tuple[str, int, int], ...], missing: tuple[str, ...]) -> 
     adapters: dict[str, tuple[Adapter, Path]] = {}
     by_arch: dict[str, str] = {}
     broken: dict[Path, tuple[AdapterError, tuple[str, ...]]] = {}
-    notes = [f"${ENV_VAR} names {m}, which is not a folder" for m in missing]
+    notes = [f"$STEERKIT_ADAPTERS names {m}, which is not a folder" for m in missing]
     for name, _, _ in files:
         path = Path(name)
         try:
@@ -359,7 +359,7 @@ def get_adapter(name: str, base_dir: Optional[Path] = None) -> Adapter:
         raise AdapterError(f"no adapter named '{name}'", [Problem(
             f"unknown adapter '{name}'", None, None, None, "model.adapter",
             f"{choices_hint(name, reg.adapters)}; or give a path to an adapter file, or add a folder to "
-            f"${ENV_VAR}", "SK451")])
+            "$STEERKIT_ADAPTERS", "SK451")])
     adapter, path = reg.adapters[name]
     check_version(adapter, path)
     return adapter
@@ -380,5 +380,6 @@ def adapter_for_architecture(architecture: str) -> Adapter:
     known = sorted(reg.by_arch)
     raise AdapterError(f"no adapter for architecture '{architecture}'", [Problem(
         f"architecture '{architecture}' is not served by any adapter", None, None, None, "model.adapter",
-        f"write one YAML file for it (docs/adapters.md) in a folder on ${ENV_VAR}, or set model.adapter; "
+        "write one YAML file for it (docs/adapters.md) in a folder on $STEERKIT_ADAPTERS, or set model.adapter; "
+        f"
         f"{choices_hint(architecture, known)}", "SK451")])

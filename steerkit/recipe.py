@@ -33,7 +33,8 @@ ModalityName = Literal["vqa", "qa"]
 class JsonlSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
     path: str = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
-                                  "Relative paths resolve against the recipe's folder.")
+                                  "Relative paths resolve against the recipe's folder. 'target' is read only by "
+                                  "image_perturbation (PGD's target text); mean_diff reads the prompt and image.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
 
 
