@@ -381,5 +381,4 @@ def adapter_for_architecture(architecture: str) -> Adapter:
     raise AdapterError(f"no adapter for architecture '{architecture}'", [Problem(
         f"architecture '{architecture}' is not served by any adapter", None, None, None, "model.adapter",
         "write one YAML file for it (docs/adapters.md) in a folder on $STEERKIT_ADAPTERS, or set model.adapter; "
-        f"
         f"{choices_hint(architecture, known)}", "SK451")])
