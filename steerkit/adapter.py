@@ -115,7 +115,8 @@ class ProcessorSpec(StrictModel):
 class TemplateSpec(StrictModel):
     """A chat template from four pieces (steerkit.models.zoo.chat_template); newlines as {{ '\\n' }}."""
 
-    image: str = Field(description="What an image item renders as, e.g. \"<|vision_start|><|image_pad|><|vision_end|>\".")
+    image: str = Field(description="What an image item renders as, e.g. "
+                       "\"<|vision_start|><|image_pad|><|vision_end|>\".")
     start: str = "{{ m['role'] }}: "
     end: str = "{{ '\\n' }}"
     gen: str = "assistant:"

@@ -156,7 +156,8 @@ def _check_kind(kind: Any) -> None:
     try:
         as_recipe(kind)
     except ProcessorSpecError as exc:
-        _fail(f"unknown processor kind '{_kind_name(kind)}'", f"processor setting not usable: {exc}", f"use one of: {', '.join(PROCESSOR_KINDS)}",
+        _fail(f"unknown processor kind '{_kind_name(kind)}'", f"processor setting not usable: {exc}",
+              f"use one of: {', '.join(PROCESSOR_KINDS)}",
               "SK707", key="processor.kind", cls=AdapterError)
 
 

@@ -122,7 +122,7 @@ def test_duplicates_and_version_ranges_warn_with_names(user_folder, caplog):
         (builtin_dir("adapters") / "llava.yaml").read_text().replace("name: llava", "name: llava_mine"))
     (user_folder / "old.yaml").write_text(text.replace("name: vipllava", "name: vip_old")
                                           .replace('transformers: ">=5.0"', 'transformers: "<4.40"')
-                                          .replace("VipLlavaForConditionalGeneration", "OldVipForConditionalGeneration"))
+                                          .replace(ARCH, "OldVipForConditionalGeneration"))
     with caplog.at_level(logging.WARNING, logger="steerkit.adapters"):
         chosen = adapter_for_architecture("LlavaForConditionalGeneration")
         get_adapter("vip_old")
