@@ -309,7 +309,7 @@ def cli_reference() -> str:
 def adapters_reference() -> str:
     from steerkit.adapter import list_adapters
 
-    registry = list_adapters()
+    registry = list_adapters(user=False)  # the shipped ones, whatever $STEERKIT_ADAPTERS says
     lines = [front_matter(["adapters/*.yaml", "steerkit/adapter.py", "steerkit/adapter_check.py"]), GEN_NOTE, "",
              "# Adapters", "",
              "One row per file in `adapters/`. An adapter maps the standard site names to module paths "

@@ -62,7 +62,7 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
 def resolve_adapter(loaded: LoadedRecipe, config: Optional[dict]) -> Adapter:
     spec = loaded.recipe.model
     if spec.adapter != "auto":
-        return get_adapter(spec.adapter)
+        return get_adapter(spec.adapter, loaded.base_dir)
     if spec.id.startswith("embedded:"):
         name = spec.id.split(":", 1)[1]
         if name not in EMBEDDED_ADAPTERS:

@@ -47,7 +47,8 @@ PathText = Annotated[str, AfterValidator(_path_text)]
 class JsonlSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
     path: PathText = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
-                                  "Relative paths resolve against the recipe's folder.")
+                                  "Relative paths resolve against the recipe's folder. 'target' is read only by "
+                                  "image_perturbation (PGD's target text); mean_diff reads the prompt and image.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
 
 
@@ -100,7 +101,8 @@ class ModelSpec(StrictModel):
     revision: Optional[str] = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     device_map: Optional[Union[str, dict[str, Union[int, str]]]] = None
-    adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
+    adapter: str = Field("auto", description="Adapter name, a path to an adapter YAML file (relative to the "
+                         "recipe's folder), or 'auto' to match config.architectures[0].")
     # A security switch: strict, so only a real YAML boolean turns it on (pydantic's lax mode reads the
     # strings "on", "yes", "1" as True, which let a quoted "on" run a planted module, issue #18).
     trust_remote_code: StrictBool = Field(False, description="Run Python code shipped with the model (its "

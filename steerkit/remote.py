@@ -56,7 +56,7 @@ def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str)
                 f"model.id '{spec.id}' is a local or embedded model; NDIF runs models from the Hub",
                 None, None, None, "model.id", "set model.id to the model's Hub id, or use --remote local",
                 "SK771")])
-        adapter, kind, loader = adapter_choice(spec)
+        adapter, kind, loader = adapter_choice(spec, base_dir)
         processor, tokenizer = load_preprocessors(spec.id, revision=spec.revision, processor_kind=kind,
                                                      trust_remote_code=spec.trust_remote_code, loader=loader)
         source = spec.id

@@ -326,3 +326,12 @@ def check_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -
             h = _read(resolve(nn_model, ref.module), ref)
             shapes[f"{ref.site}[{ref.layer}]"] = nnsight.save(torch.tensor(list(h.shape)))
     return {k: tuple(int(x) for x in v.tolist()) for k, v in shapes.items()}
+
+
+def site_values(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, torch.Tensor]:
+    """Read every site once and return its value (detached, on the CPU): the adapter check compares them."""
+    values: dict[str, Any] = {}
+    with wrapped(model) as nn_model, torch.no_grad(), nn_model.trace(**inputs):
+        for ref in sorted(refs, key=lambda r: r.order):
+            values[f"{ref.site}[{ref.layer}]"] = nnsight.save(_read(resolve(nn_model, ref.module), ref).detach().cpu())
+    return dict(values)

@@ -105,11 +105,12 @@ def resolve_model_ref(spec: Any, base_dir: Optional[Path] = None) -> str:
     return str(local) if local.exists() else model_id
 
 
-def adapter_choice(spec: Any) -> tuple[Optional[Adapter], str, Optional[str]]:
-    """The recipe's adapter (None for "auto": chosen from the loaded architecture), its processor kind
-    and its loader, as ``load_pretrained`` / ``load_preprocessors`` take them."""
-    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
-    return adapter, adapter.processor.kind if adapter else "auto", adapter.loader if adapter else None
+def adapter_choice(spec: Any, base_dir: Optional[Path] = None) -> tuple[Optional[Adapter], Any, Optional[str]]:
+    """The recipe's adapter (None for "auto": chosen from the loaded architecture; a name, or a YAML path
+    relative to ``base_dir``), its processor section and its loader, as ``load_pretrained`` /
+    ``load_preprocessors`` take them."""
+    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter, base_dir)
+    return adapter, adapter.processor if adapter else "auto", adapter.loader if adapter else None
 
 
 def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
@@ -118,7 +119,7 @@ def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
 
     model_id = spec.id
     model_id_resolved = resolve_model_ref(spec, base_dir)
-    adapter, kind, loader = adapter_choice(spec)
+    adapter, kind, loader = adapter_choice(spec, base_dir)
     dtype = None if spec.dtype == "auto" else getattr(torch, spec.dtype)
     model, processor, tokenizer = load_pretrained(
         model_id_resolved, revision=spec.revision, dtype=dtype, device_map=spec.device_map,
