@@ -36,7 +36,7 @@ from steerkit.activations import collect  # noqa: E402
 from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.evaluate.report import atomic_write_text  # noqa: E402
-from steerkit.extract import _holdout_split  # noqa: E402
+from steerkit.extraction import _holdout_split  # noqa: E402
 from steerkit.recipe import WorldSource  # noqa: E402
 from steerkit.sources import load_source  # noqa: E402
 

@@ -25,7 +25,7 @@ from steerkit.eval_job import eval_items_for, make_fns  # noqa: E402
 from steerkit.evaluate import evaluate  # noqa: E402
 from steerkit.evaluate.metrics import pooled  # noqa: E402
 from steerkit.evaluate.report import gate_diagnostics, markdown_report  # noqa: E402
-from steerkit.extract import extract  # noqa: E402
+from steerkit.extraction import extract  # noqa: E402
 from steerkit.pipeline import plan_for  # noqa: E402
 from steerkit.recipe import LoadedRecipe, parse_recipe_text, recipe_to_yaml  # noqa: E402
 from steerkit.runtime_nnsight import steer  # noqa: E402

@@ -141,7 +141,7 @@ def _dims(adapter: Adapter, config: Optional[dict], loaded: LoadedRecipe) -> Opt
 
 def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
     """Warn when data the bundle was extracted from changed since (hash mismatch)."""
-    from .extract import _data_hash
+    from .extraction import _data_hash
 
     out = []
     for name, ref in bundle.manifest.data.items():
@@ -168,7 +168,7 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
                extract_missing: bool = True) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
     (or, with ``extract_missing=False``, saying how to make it)."""
-    from .extract import extract
+    from .extraction import extract
 
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
