@@ -94,3 +94,26 @@ name: t
 model: {id: tiny}
 bundle: {path: unused.safetensors}
 """
+
+
+def tiny_recipe(root, gate: str = "ridge_linear"):
+    """A runnable recipe on the tiny LLaVA (``tiny_workdir`` under ``root``) plus a portrait: what the
+    Python API page runs, in seconds. Returns (recipe path, image path)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(root)
+    tiny_workdir(root)
+    gate_yaml = "gate: {rule: always_on}\n" if gate == "always_on" else f"""gate:
+  rule: {gate}
+  forget: [{{kind: mllmu, path: world, split: forget, tasks: [classification]}}]
+  retain: [{{kind: mllmu, path: world, split: retain, tasks: [classification]}}]
+  holdout: 0.25
+"""
+    recipe = root / "recipe.yaml"
+    recipe.write_text(TINY_WORKDIR_RECIPE.format(name="tiny-notebook") + gate_yaml
+                      + "steer: {layers: {start: 0}, strength: {lambda: -4.0}}\n"
+                      + "bundle: {path: out/bundle.safetensors}\n")
+    image = root / "face.png"
+    shutil.copy(sorted((root / "world/contrast/images").iterdir())[0], image)
+    return recipe, image
