@@ -50,7 +50,6 @@ def run_baseline(method: str, model: str, ratio: int) -> dict:
 
 
 def run_steering(variant_name: str, model: str, ratio: int) -> dict:
-    import torch
 
     from mllmeraser import run_one  # benchmarks/ is on sys.path when run as a script
     from steerkit.recipe import ModelSpec

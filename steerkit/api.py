@@ -40,7 +40,7 @@ def as_loaded(recipe: RecipeLike, overrides: Optional[list[str] | dict] = None) 
         return load_recipe(recipe.path, overrides) if overrides and recipe.path else recipe
     if isinstance(recipe, Recipe):
         return LoadedRecipe(recipe, None)
-    return load_recipe(recipe, overrides)
+    return load_recipe(Path(recipe), overrides)
 
 
 def _image(image: ImageLike) -> Optional[Image.Image]:
@@ -114,13 +114,15 @@ class Session:
         self._bundle, self._plan = extract(self.loaded, self.model, progress=self.progress), None
         return self._bundle
 
-    @overload
-    def generate(self, prompts: str, image: ImageLike = ..., *, max_new_tokens: int = ...) -> str: ...
+    @overload  # a str is also a Sequence[str]: the first overload wins, as at run time
+    def generate(self, prompts: str, image: ImageLike = ..., *,  # type: ignore[overload-overlap]
+                 max_new_tokens: int = ...) -> str: ...
     @overload
     def generate(self, prompts: Sequence[str], image: ImageLike | Sequence[ImageLike] = ..., *,
                  max_new_tokens: int = ...) -> list[str]: ...
 
-    def generate(self, prompts, image=None, *, max_new_tokens=DEFAULT_MAX_NEW_TOKENS):
+    def generate(self, prompts: str | Sequence[str], image: ImageLike | Sequence[ImageLike] = None, *,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str | list[str]:
         """The unsteered greedy answer (a list for a list of prompts)."""
         return _generate(self.model, None, prompts, image, max_new_tokens)
 
@@ -144,22 +146,25 @@ class Steered:
         self.session = session
         self.steerer = steerer
 
-    @overload
-    def generate(self, prompts: str, image: ImageLike = ..., *, max_new_tokens: int = ...) -> str: ...
+    @overload  # a str is also a Sequence[str]: the first overload wins, as at run time
+    def generate(self, prompts: str, image: ImageLike = ..., *,  # type: ignore[overload-overlap]
+                 max_new_tokens: int = ...) -> str: ...
     @overload
     def generate(self, prompts: Sequence[str], image: ImageLike | Sequence[ImageLike] = ..., *,
                  max_new_tokens: int = ...) -> list[str]: ...
 
-    def generate(self, prompts, image=None, *, max_new_tokens=DEFAULT_MAX_NEW_TOKENS):
+    def generate(self, prompts: str | Sequence[str], image: ImageLike | Sequence[ImageLike] = None, *,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> str | list[str]:
         """The steered greedy answer (a list for a list of prompts)."""
         return _generate(self.session.model, self.steerer, prompts, image, max_new_tokens)
 
     @overload
-    def gate(self, prompts: str, image: ImageLike = ...) -> float: ...
+    def gate(self, prompts: str, image: ImageLike = ...) -> float: ...  # type: ignore[overload-overlap]
     @overload
     def gate(self, prompts: Sequence[str], image: ImageLike | Sequence[ImageLike] = ...) -> list[float]: ...
 
-    def gate(self, prompts, image=None):
+    def gate(self, prompts: str | Sequence[str], image: ImageLike | Sequence[ImageLike] = None
+             ) -> float | list[float]:
         """How far the gate opens for each prompt (0 closed, 1 fully steered)."""
         texts, images, single = _batch(prompts, image)
         values: list[float] = []
@@ -170,12 +175,14 @@ class Steered:
         return values[0] if single else values
 
     @overload
-    def compare(self, prompts: str, image: ImageLike = ..., *, max_new_tokens: int = ...) -> dict: ...
+    def compare(self, prompts: str, image: ImageLike = ..., *,  # type: ignore[overload-overlap]
+                max_new_tokens: int = ...) -> dict: ...
     @overload
     def compare(self, prompts: Sequence[str], image: ImageLike | Sequence[ImageLike] = ..., *,
                 max_new_tokens: int = ...) -> list[dict]: ...
 
-    def compare(self, prompts, image=None, *, max_new_tokens=DEFAULT_MAX_NEW_TOKENS):
+    def compare(self, prompts: str | Sequence[str], image: ImageLike | Sequence[ImageLike] = None, *,
+                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict | list[dict]:
         """``{prompt, unsteered, steered, gate}`` per prompt: the answers side by side."""
         texts, images, single = _batch(prompts, image)
         steered = self.generate(texts, images, max_new_tokens=max_new_tokens)
@@ -238,7 +245,7 @@ def compile_recipe(recipe: RecipeLike, bundle: Optional[Bundle] = None, adapter:
     from .pipeline import _config_json, _dims, plan_for, resolve_adapter
 
     if isinstance(bundle, _Adapter):  # the lower layer's order: compile_recipe(recipe, adapter, bundle)
-        bundle, adapter = adapter, bundle  # type: ignore[assignment]
+        bundle, adapter = adapter, bundle
     if isinstance(recipe, Session):
         return plan_for(recipe.loaded, recipe.model, bundle if bundle is not None else recipe.bundle)
     loaded = as_loaded(recipe)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
@@ -16,6 +16,9 @@ from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
+
+if TYPE_CHECKING:
+    from .session import ModelSession
 
 EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -163,8 +166,8 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
             "so steering does nothing at those layers")
 
 
-def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
-               log=print, activations: str = "auto", spill_dir: Optional[str] = None,
+def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: Optional[str] = None,
+               progress: bool = True, log=print, activations: str = "auto", spill_dir: Optional[str] = None,
                extract_missing: bool = True) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
     (or, with ``extract_missing=False``, saying how to make it)."""
@@ -191,7 +194,7 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     return bundle
 
 
-def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+def plan_for(loaded: LoadedRecipe, session: ModelSession, bundle: Bundle) -> Plan:
     expect = loaded.recipe.model.expect
     if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(

@@ -12,12 +12,16 @@ the choice is reported, not hand-picked.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .data.mllmu import eval_items
 from .evaluate import evaluate
 from .evaluate.metrics import pooled
 from .runtime_nnsight import steer
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .session import ModelSession
 
 DEFAULT_GRID = (-0.5, -1.0, -2.0, -4.0)
 
@@ -30,10 +34,12 @@ def _val_items(root, forget_ratio: int, seed: int, limit_retain_people: int = 20
 
 
 def _acc(result, split: str) -> float:
-    return pooled(result.metrics[split]["classification"], "accuracy")
+    value = pooled(result.metrics[split]["classification"], "accuracy")
+    assert value is not None, f"no {split} classification items were scored"
+    return value
 
 
-def search_strength(session, plan, root, *, forget_ratio: int = 10, seed: int = 0,
+def search_strength(session: ModelSession, plan: Plan, root, *, forget_ratio: int = 10, seed: int = 0,
                     grid: Sequence[float] = DEFAULT_GRID, max_retain_drop: float = 3.0,
                     batch_size: int = 64, progress: bool = False) -> dict:
     """Evaluate each strength on the validation split; return the table and the chosen strength."""

@@ -71,7 +71,8 @@ def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: 
 def _random_prototypes(plan, hidden: int, gen: torch.Generator, k: int = 4):
     """Four prototypes (image/text x cosine/discriminant, two of them fully whitened) with affine maps that
     leave some rows open."""
-    g, tensors, keys = plan.gate, {}, {"prototypes": [], "centers": [], "inv_stds": []}
+    keys: dict[str, list[str]] = {"prototypes": [], "centers": [], "inv_stds": []}
+    g, tensors = plan.gate, {}
     for i in range(k):
         for field, kind in (("prototypes", "proto"), ("centers", "center"), ("inv_stds", "scale")):
             name = f"gate_{kind}.test.{i}"
