@@ -215,6 +215,9 @@ def main(argv=None) -> dict:
                        "runs": store_runs,
                        "same_rows": store_runs["memory"]["checksum"] == store_runs["disk"]["checksum"]},
     }
+    from steerkit.provenance import provenance
+
+    result["provenance"] = provenance()
     atomic_write_text(args.out, json.dumps(result, indent=1))
     atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))

@@ -151,11 +151,13 @@ def main() -> None:
         runs.append(row)
         if ratio == 10 and seed == 0:
             md.append(markdown_report({"vanilla": van, name: st}, f"{name} on embedded {model}, forget 10 %"))
+    from steerkit.provenance import provenance
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"runs": runs, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "date": time.strftime("%Y-%m-%d")}, indent=1))
+                               "date": time.strftime("%Y-%m-%d"), "provenance": provenance()}, indent=1))
     os.replace(tmp, out)
     (out.with_suffix(".md")).write_text("\n\n".join(md))
     log(f"wrote {out}")

@@ -202,8 +202,10 @@ def main() -> None:
                 entries.append({"method": method, "model": model, "forget_ratio": ratio,
                                 **(from_eraser(method, model, ratio) or child(method, model, ratio))})
                 vanilla = next((e["vanilla"] for e in entries if e.get("vanilla")), None)
+                from steerkit.provenance import provenance
+
                 data = {"entries": entries, "date": time.strftime("%Y-%m-%d"),
-                        "vanilla": vanilla}
+                        "vanilla": vanilla, "provenance": provenance()}
                 tmp = results / "unlearning.json.tmp"
                 tmp.write_text(json.dumps(data, indent=1))
                 os.replace(tmp, results / "unlearning.json")
