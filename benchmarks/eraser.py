@@ -224,7 +224,7 @@ def _write(out: Path, results: dict) -> None:
     results["meta"] = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                        "note": "steered = steerkit's recipe (recipes/unlearning/mllmeraser_embedded_<model>.yaml); "
                                "paper = the published configuration; lambda chosen on Val_Set per cell"}
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     results["provenance"] = provenance()
     atomic_write_text(out, json.dumps(results, indent=1))

@@ -215,7 +215,7 @@ def main(argv=None) -> dict:
                        "runs": store_runs,
                        "same_rows": store_runs["memory"]["checksum"] == store_runs["disk"]["checksum"]},
     }
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     result["provenance"] = provenance()
     atomic_write_text(args.out, json.dumps(result, indent=1))

@@ -93,7 +93,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     result["provenance"] = provenance()
     tmp.write_text(json.dumps(result, indent=1))

@@ -112,7 +112,7 @@ def main() -> None:
         "utility_people_opening": sorted(p for p, v in people.items() if v["opens"]), "people": people}
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["date"] = time.strftime("%Y-%m-%d")
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     results["provenance"] = provenance()
     out = atomic_write_text(args.out, json.dumps(results, indent=1))

@@ -153,7 +153,7 @@ def main() -> None:
                                                         for k, v in table.items()), file=sys.stderr, flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["date"] = time.strftime("%Y-%m-%d")
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     results["provenance"] = provenance()
     out = atomic_write_text(args.out, json.dumps(results, indent=1))

@@ -151,7 +151,7 @@ def main() -> None:
         runs.append(row)
         if ratio == 10 and seed == 0:
             md.append(markdown_report({"vanilla": van, name: st}, f"{name} on embedded {model}, forget 10 %"))
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
                                            "plain": conditions["plain"]}, args.profile_reps)
 
     table = markdown(result)
-    from steerkit.provenance import provenance
+    from benchmarks.provenance import provenance
 
     result["provenance"] = provenance()
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")

@@ -202,7 +202,7 @@ def main() -> None:
                 entries.append({"method": method, "model": model, "forget_ratio": ratio,
                                 **(from_eraser(method, model, ratio) or child(method, model, ratio))})
                 vanilla = next((e["vanilla"] for e in entries if e.get("vanilla")), None)
-                from steerkit.provenance import provenance
+                from benchmarks.provenance import provenance
 
                 data = {"entries": entries, "date": time.strftime("%Y-%m-%d"),
                         "vanilla": vanilla, "provenance": provenance()}

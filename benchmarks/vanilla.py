@@ -57,7 +57,7 @@ def main() -> None:
                           "train_threads_note": "wall time on a shared 2-core machine; see the closing note",
                           "parameters": meta.get("parameters"), "checkpoint": path.name,
                           "date": time.strftime("%Y-%m-%d")}
-        from steerkit.provenance import provenance
+        from benchmarks.provenance import provenance
 
         results["provenance"] = provenance()  # beside the models' entries: one record for the file
         atomic_write_text(out_path, json.dumps(results, indent=1))

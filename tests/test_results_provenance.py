@@ -1,7 +1,7 @@
 """Result files cannot silently go stale.
 
 Every ``benchmarks/results/*.json`` names the code it measures (MEASURES below). A file is fresh when
-it records (under ``provenance.git_commit``, written by steerkit.provenance) a commit that already
+it records (under ``provenance.git_commit``, written by benchmarks/provenance.py) a commit that already
 contains the last change to that code. Every file that is not fresh (older commit, or no provenance)
 must be listed in the README's "Stale figures" section, and every listed file must really be stale:
 the README says plainly which figures are stale, and the list cannot outlive a rerun.
