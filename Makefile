@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: install demo test test-slow bench docs clean
+.PHONY: install demo lint test test-slow bench docs clean
 
 $(BIN)/steerkit: pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,12 @@ install: $(BIN)/steerkit
 demo: install
 	$(BIN)/steerkit demo
 
-test: install
+# ruff and mypy are configured in pyproject.toml; `make test` (and so .ci/run) runs them first
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 test-slow: install

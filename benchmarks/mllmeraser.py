@@ -26,7 +26,7 @@ from steerkit.eval_job import eval_items_for, make_fns  # noqa: E402
 from steerkit.evaluate import evaluate  # noqa: E402
 from steerkit.evaluate.metrics import pooled  # noqa: E402
 from steerkit.evaluate.report import gate_diagnostics, markdown_report  # noqa: E402
-from steerkit.extract import extract  # noqa: E402
+from steerkit.extraction import extract  # noqa: E402
 from steerkit.pipeline import plan_for  # noqa: E402
 from steerkit.recipe import LoadedRecipe, parse_recipe_text, recipe_to_yaml  # noqa: E402
 from steerkit.runtime_nnsight import steer  # noqa: E402
@@ -159,11 +159,13 @@ def main() -> None:
         runs.append(row)
         if ratio == 10 and seed == 0:
             md.append(markdown_report({"vanilla": van, name: st}, f"{name} on embedded {model}, forget 10 %"))
+    from benchmarks.provenance import provenance
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"runs": runs, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "date": time.strftime("%Y-%m-%d")}, indent=1))
+                               "date": time.strftime("%Y-%m-%d"), "provenance": provenance()}, indent=1))
     os.replace(tmp, out)
     (out.with_suffix(".md")).write_text("\n\n".join(md))
     log(f"wrote {out}")

@@ -233,6 +233,9 @@ def main(argv=None) -> dict:
                                            "plain": conditions["plain"]}, args.profile_reps)
 
     table = markdown(result)
+    from benchmarks.provenance import provenance
+
+    result["provenance"] = provenance()
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), table)
     print(table)

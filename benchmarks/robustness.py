@@ -105,7 +105,7 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
     from steerkit.data.mllmu import eval_items
     from steerkit.eval_job import make_fns
     from steerkit.evaluate import evaluate
-    from steerkit.extract import extract
+    from steerkit.extraction import extract
     from steerkit.models.embedded import ensure_embedded, read_meta
     from steerkit.pipeline import plan_for
     from steerkit.recipe import ModelSpec

@@ -338,7 +338,8 @@ def adapters_reference() -> str:
                    else f"tokenizer attribute `{a.image_token.tokenizer}`")
             lines += ["", f"Image tokens: id from {src}."]
         else:
-            lines += ["", "Text-only: `image_tokens` positions are rejected at compile time ([SK302](errors.md#sk302))."]
+            lines += ["", "Text-only: `image_tokens` positions are rejected at compile time "
+                      "([SK302](errors.md#sk302))."]
         lines += [f"Prompt: `{a.prompt.style}`" + (f", fallback format {code(json.dumps(a.prompt.format))}"
                                                    if a.prompt.format else "") + "."]
     return "\n".join(lines) + "\n"

@@ -66,7 +66,7 @@ class DataRef(_Strict):
 class BundleManifest(_Strict):
     """Everything needed to trust and reuse the tensors: provenance, dimensions, integrity hashes."""
 
-    format: Literal["steerkit.bundle"] = FORMAT
+    format: Literal["steerkit.bundle"] = "steerkit.bundle"  # FORMAT
     format_version: int = FORMAT_VERSION
     steerkit_version: str
     created_at: str = Field(pattern=_UTC)  # not in tensors_sha256, so identical re-runs hash the same

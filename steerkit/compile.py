@@ -15,7 +15,7 @@ import torch
 from .adapter import Adapter
 from .errors import CompileError, Problem
 from .plan import SITE_ORDER, GateOp, Plan, SiteRef, TensorTable, WriteOp
-from .recipe import LayerRange, Recipe, StrengthSpec
+from .recipe import AlwaysOnGate, CosineGate, LayerRange, PrototypeGate, Recipe, StrengthSpec
 
 
 def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list[Problem]) -> list[int]:
@@ -155,12 +155,11 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
             tensors[name] = t
         return name
 
-    rule = gate_spec.rule
-    if rule == "always_on":
+    if isinstance(gate_spec, AlwaysOnGate):
         gate = GateOp("always_on")
-    elif rule == "cosine_threshold":
+    elif isinstance(gate_spec, CosineGate):
         gate = GateOp("cosine", positions=read_pos, pool=gate_spec.read.pool, threshold=gate_spec.threshold)
-    elif rule == "prototype":
+    elif isinstance(gate_spec, PrototypeGate):
         if shared_read is None:
             raise CompileError(f"recipe '{recipe.name}' cannot be compiled", problems or [Problem(
                 "a prototype gate needs gate.layer", None, None, None, "gate.layer", None, "SK310")])
@@ -179,14 +178,14 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
                       proto_bias=tuple(float(x) for x in gm.get("prototype_bias", [])),
                       prototypes=tuple(need(f"gate_proto.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
                       bias=float(gm.get("bias", {}).get(str(layer), 0.0)), scale=float(gm.get("scale", 1.0)),
-                      clip=tuple(gate_spec.clip) if gate_spec.clip else None)
+                      clip=gate_spec.clip)
     else:
         vec = bias = None
         if shared_read is not None:
             vec = need(f"gate.{steer.site}.{shared_read.layer}", "gate.layer")
             bias = gate_biases.get(str(shared_read.layer), 0.0)
         gate = GateOp("linear", positions=read_pos, pool=gate_spec.read.pool, read=shared_read, vector=vec,
-                      bias=bias or 0.0, clip=tuple(gate_spec.clip) if gate_spec.clip else None)
+                      bias=bias or 0.0, clip=gate_spec.clip)
 
     strength, _ = resolve_strength(steer.strength, bundle, problems)
     writes = []

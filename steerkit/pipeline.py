@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
@@ -17,6 +17,9 @@ from .errors import AdapterError, CompileError, Problem, RecipeError
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
 from .strength import strength_note
+
+if TYPE_CHECKING:
+    from .session import ModelSession
 
 EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -152,7 +155,7 @@ def _dims(adapter: Adapter, config: Optional[dict], loaded: LoadedRecipe) -> Opt
 
 def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
     """Warn when data the bundle was extracted from changed since (hash mismatch)."""
-    from .extract import _data_hash
+    from .extraction import _data_hash
 
     out = []
     for name, ref in bundle.manifest.data.items():
@@ -174,13 +177,13 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
             "so steering does nothing at those layers")
 
 
-def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
-               log=print, activations: str = "auto", spill_dir: Optional[str] = None,
+def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: Optional[str] = None,
+               progress: bool = True, log=print, activations: str = "auto", spill_dir: Optional[str] = None,
                extract_missing: bool = True, preloaded: Optional[Bundle] = None) -> Bundle:
     """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
     (or, with ``extract_missing=False``, saying how to make it). ``preloaded``: the bundle, already read
     before the model loaded (so a bad file failed fast); only its fit to the model is left to check."""
-    from .extract import extract
+    from .extraction import extract
 
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
@@ -215,7 +218,7 @@ def _log_strength(loaded: LoadedRecipe, bundle: Bundle, log) -> None:
         log(note)
 
 
-def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+def plan_for(loaded: LoadedRecipe, session: ModelSession, bundle: Bundle) -> Plan:
     expect = loaded.recipe.model.expect
     if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(

@@ -453,7 +453,7 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
             return
         node = nxt
     node[parts[-1]] = value
-    doc.positions.setdefault(tuple(parts), (None, None))
+    doc.positions.setdefault(tuple(parts), (None, None))  # type: ignore[arg-type]  # no file position
     for written in created + [tuple(parts)]:  # errors under these paths are located at the --set, not the file
         doc.overrides[written] = item
 

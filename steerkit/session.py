@@ -20,7 +20,9 @@ from .inputs import EncodedBatch, encode
 
 @dataclass
 class ModelSession:
-    model: torch.nn.Module
+    """A loaded model with its processor, tokenizer and adapter (the argument of every lower-layer step)."""
+
+    model: Any  # a transformers PreTrainedModel (nn.Module), or an nnsight TransformersModel for remote runs
     processor: Any
     tokenizer: Any
     adapter: Adapter

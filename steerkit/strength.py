@@ -157,7 +157,7 @@ def calibrate(loaded: Any, session, bundle, qs: Optional[tuple[list, list]] = No
     questions when already read (``calibration_questions``)."""
     from .bundle import Bundle, BundleManifest
     from .compile import compile_recipe
-    from .extract import _data_hash
+    from .extraction import _data_hash
     from .recipe import Recipe
     from .sources import source_path
 

@@ -108,7 +108,7 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
     errors = [(e, _data_loc(tuple(e.get("loc", ())), doc.data, missing=e.get("type") == "missing"))
               for e in exc.errors(include_url=False)]
 
-    def wrong_member(err: dict, loc: tuple) -> bool:
+    def wrong_member(err: Any, loc: tuple) -> bool:
         """A plain union (steer.layers: range or list) reports every member; when another member got
         further into the value, the "input should be a list/dict" of the member that did not is noise."""
         return err.get("type") in _SHAPE_ERRORS and len(err.get("loc", ())) > len(loc)

@@ -23,7 +23,7 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
       steerkit extract big.yaml --activations disk --spill-dir /scratch
     """
     from ..errors import Problem, RecipeError
-    from ..extract import extract
+    from ..extraction import extract
     from ..pipeline import bundle_path, zero_direction_warning
     from ..recipe import load_recipe
     from ..session import load_session

@@ -214,10 +214,10 @@ def eval_items(root: PathLike, split: str, forget_ratio: int = 10,
     if split == "refusal":
         if "refusal" not in task_set:
             return []
-        items = _refusal_items(read_config(root, "Refusal_Set"), mod_set,
-                               str(Path(root) / "Refusal_Set"), problems)  # fmt: skip
+        refusal = _refusal_items(read_config(root, "Refusal_Set"), mod_set,
+                                 str(Path(root) / "Refusal_Set"), problems)  # fmt: skip
         problems.raise_if_any(DataError, "malformed Refusal_Set")
-        return items
+        return refusal
     forget_cfg, retain_cfg = f"forget_{forget_ratio}", f"retain_{100 - forget_ratio}"
     config, keep = {"forget": (forget_cfg, None), "retain": (retain_cfg, None),
                     "utility": ("Retain_Set", None), "test": ("Test_Set", forget_cfg),

@@ -182,7 +182,7 @@ C["deep_flow_nesting.yaml"] = v("description: the valid recipe every hostile fil
                                 "description: " + "[" * 20000 + "]" * 20000)
 C["deep_moderate_nesting.yaml"] = v("description: the valid recipe every hostile file is derived from",
                                     "description: " + "[" * 150 + "]" * 150)
-C["deep_block_nesting.yaml"] = BASE + "deep:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(400)) 
+C["deep_block_nesting.yaml"] = BASE + "deep:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(400))
 C["tag_int_garbage.yaml"] = v("batch_size: 8", "batch_size: !!int eight")
 C["tag_bool_garbage.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: !!bool maybe\n")
 C["tag_timestamp_garbage.yaml"] = v("name: hostile-base", "name: !!timestamp yesterday")

@@ -25,7 +25,8 @@ from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
-from .recipe import LoadedRecipe
+from .recipe import CosineGate, LinearGateBase, LoadedRecipe, NullspaceGate, PrototypeGate
+from .session import ModelSession
 from .sources import load_source, source_path
 
 
@@ -59,7 +60,7 @@ def _sides(loaded: LoadedRecipe, sources) -> list:
     return items
 
 
-def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations: str = "auto",
+def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = True, activations: str = "auto",
             spill_dir: Optional[str] = None) -> Bundle:
     """Run the recipe's extraction on a loaded model session and return the bundle (not yet saved).
 
@@ -82,7 +83,7 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations
     return bundle
 
 
-def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationStore) -> Bundle:
+def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store: ActivationStore) -> Bundle:
     recipe = loaded.recipe
     torch.manual_seed(recipe.seed)
     hidden, num_layers = session.dims
@@ -142,12 +143,12 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
         data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256())
 
 
-def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tensors: dict, data: dict,
+def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: list[int], tensors: dict, data: dict,
               progress: bool, store: ActivationStore) -> dict:
     recipe = loaded.recipe
     g = recipe.gate
-    if g.rule in ("always_on", "cosine_threshold"):
-        return {"rule": g.rule, **({"threshold": g.threshold} if g.rule == "cosine_threshold" else {})}
+    if not isinstance(g, LinearGateBase):  # always_on and cosine_threshold: nothing to fit
+        return {"rule": g.rule, **({"threshold": g.threshold} if isinstance(g, CosineGate) else {})}
     forget = _sides(loaded, g.forget)
     retain = _sides(loaded, g.retain)
     held = _holdout_split([r.id or str(i) for i, r in enumerate(retain)], g.holdout, recipe.seed)
@@ -162,14 +163,14 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     pos = g.read.positions
     h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress, store=store)
     h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress, store=store)
-    if g.rule == "prototype":
+    if isinstance(g, PrototypeGate):
         return _fit_prototypes(loaded, site, gate_layers[0], forget, retain, h_f[gate_layers[0]],
                                h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)
     biases, stats = {}, {}
     for layer in gate_layers:
         F, R = h_f[layer], h_r[layer]
         R_fit, R_held = R[fit_idx], R[held_idx] if held_idx else R[:0]
-        if g.rule == "nullspace_linear":
+        if isinstance(g, NullspaceGate):
             fit = fit_nullspace_gate(F, R_fit, g.rho, g.gamma, clip=g.clip)
         else:
             # calibrate the bias on retain people the probe was not fitted on: in-sample scores are
@@ -221,6 +222,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     from .ops import prototype_gate
 
     g = loaded.recipe.gate
+    assert isinstance(g, PrototypeGate)
     image_rows = torch.tensor([it.image is not None for it in forget])
     retain_image = torch.tensor([r.image is not None for r in retain_items])
     # per modality (image prompts are pooled over image tokens, text prompts over the text: two regions
@@ -337,8 +339,8 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
              "thresholds": {"/".join(["image" if gk[0] else "text", *map(str, gk[1:])]): [round(v, 6) for v in t]
                             for gk, t in thresholds.items()}}
     for mod, name in ((True, "image"), (False, "text")):
-        fm, hm = image_rows == mod, (retain_image[held_idx] == mod) if held_idx else None
-        if s_held is not None and fm.any() and hm.any():
+        fm = image_rows == mod
+        if s_held is not None and fm.any() and (hm := retain_image[held_idx] == mod).any():
             stats[f"auc_heldout_retain_{name}"] = round(gate_auc(s_f[fm], s_held[hm]), 4)
     params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
     for i, src in enumerate(g.forget):
