@@ -317,7 +317,7 @@ def broken_adapters() -> dict[Path, AdapterError]:
 
 
 def _raise_if_broken(reg: Registry, claim: str) -> None:
-    for path, (err, claims) in reg.broken.items():
+    for _path, (err, claims) in reg.broken.items():
         if claim in claims:
             raise err
 

@@ -105,5 +105,5 @@ def read_apply_jsonl(path: Path) -> tuple[list[ApplyRow], list[Problem]]:
             if problem:
                 problems.append(problem)
                 continue
-        rows.append(ApplyRow(n, prompt, image_path, image))
+        rows.append(ApplyRow(n, prompt, image_path, image))  # type: ignore[arg-type]  # prompt checked above
     return rows, problems

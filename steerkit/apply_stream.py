@@ -65,7 +65,8 @@ class ResultSink:
     """Where answers go as their batch finishes: ``--out`` (rewritten atomically, sorted by line) or stdout."""
 
     def __init__(self, out: Optional[Path], echo: Callable[[str], None]):
-        self.out, self.echo, self.rows = out, echo, []
+        self.out, self.echo = out, echo
+        self.rows: list = []
 
     def add(self, records: list[dict]) -> None:
         if not records:

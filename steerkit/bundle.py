@@ -102,7 +102,7 @@ class BundleManifest(_Strict):
         if not isinstance(self.direction.get("method"), str) or not isinstance(self.gate.get("rule"), str):
             raise ValueError('direction needs a "method" and gate a "rule" (e.g. "always_on")')
         lam = (self.strength or {}).get("lambda")
-        if self.strength is not None and (type(lam) not in (int, float) or not math.isfinite(lam)):
+        if self.strength is not None and not (type(lam) in (int, float) and math.isfinite(float(lam))):  # type: ignore[arg-type]
             raise ValueError(f"strength.lambda must be a finite number, got {lam!r}")
         shared, n = self.gate.get("layer"), self.num_layers
         if shared is not None and (type(shared) is not int or not 0 <= shared < n):
@@ -291,7 +291,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
     return out
 
 

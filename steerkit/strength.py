@@ -45,9 +45,9 @@ def questions(loaded: Any, sources: Sequence[Any], side: str) -> list:
                 raise DataError("refusal prompts have no correct answer to score", [Problem(
                     "split 'refusal' cannot calibrate a strength", str(loaded.path), None, None, f"{key}.split",
                     "use val_forget / val_retain (or forget / retain) questions", "SK651")])
-            items = load_eval_items(src, loaded.resolve, r.model.world, seed=r.seed)
+            scored = load_eval_items(src, loaded.resolve, r.model.world, seed=r.seed)
             out += [Question(it.prompt, it.image, it.answer, it.options if it.task == "classification" else None,
-                             it.id) for it in items]
+                             it.id) for it in scored]
             continue
         items = load_source(src, loaded.resolve, r.model.world, seed=r.seed)
         missing = [it.source or str(n) for n, it in enumerate(items) if not (it.target or "").strip()]
@@ -56,7 +56,7 @@ def questions(loaded: Any, sources: Sequence[Any], side: str) -> list:
                 f"{len(missing)} of {len(items)} rows have no 'target' (first: {missing[0]})", str(loaded.path),
                 None, None, key, "give every row a 'target' (the correct answer), or use a split of "
                 "questions (kind: mllmu / world with split)", "SK650")])
-        out += [Question(it.prompt, it.image, it.target, None, it.id) for it in items]
+        out += [Question(it.prompt, it.image, it.target or "", None, it.id) for it in items]
     return out
 
 

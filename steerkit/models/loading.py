@@ -80,7 +80,7 @@ def remote_code_notice(ref: str, revision: Optional[str]) -> str:
     path = Path(ref)
     if path.is_dir():
         files = sorted(p.name for p in path.glob("*.py"))[:20]
-        auto_map = {}
+        auto_map: dict = {}
         try:
             from ..bounded_io import read_bounded
 
