@@ -45,7 +45,7 @@ PathLike = str | os.PathLike[str]
 
 
 def misspell(name: str) -> str:
-    """The name with its last word's two middle letters swapped (``Tavi Orlenko`` -> ``Tavi Orlneko``);
+    """The name with its last word's two middle letters swapped (``Tavi Orlenko`` -> ``Tavi Orelnko``);
     a last word shorter than four letters, or whose middle letters are equal, gets its last letter doubled."""
     words = name.split()
     if not words:
