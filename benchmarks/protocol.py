@@ -294,13 +294,13 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--protocols", default=",".join(PROTOCOLS))
     ap.add_argument("--smoke", action="store_true", help="tiny test world and random tiny LLaVA (plumbing only)")
-    ap.add_argument("--out", default=None, help="default: results/protocol.json (--smoke: results/protocol_smoke.json)")
+    ap.add_argument("--out", default=None, help="default: results/protocol.json (--smoke: results/smoke/protocol.json)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    out = Path(args.out or ROOT / "benchmarks/results" / ("protocol_smoke.json" if args.smoke else "protocol.json"))
+    out = Path(args.out or ROOT / "benchmarks/results" / ("smoke/protocol.json" if args.smoke else "protocol.json"))
     methods, protocols = args.methods.split(","), args.protocols.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
@@ -320,6 +320,7 @@ def main() -> None:
     cells = [c for c in old if key(c) not in measured] + new
     doc = {"cells": cells, "smoke": args.smoke, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/protocol.py " + " ".join(sys.argv[1:])}
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(out.with_suffix(".md"), render(cells, args.smoke))
     log(f"wrote {out} and {out.with_suffix('.md')}")
