@@ -48,6 +48,22 @@ def first_answer_tokens(session: Any, item: EvalItem, letters: Sequence[str]) ->
     return seqs[0][:common], ids
 
 
+def _append_tokens(inputs: dict, tokens: Sequence[int]) -> dict:
+    """``tokens`` appended to every row: input_ids get them, the attention mask ones, and any other per-token
+    tensor (e.g. Qwen2.5-VL's token types) zeros, the value of a text token."""
+    ids = inputs["input_ids"]
+    b, t, n = ids.shape[0], ids.shape[1], len(tokens)
+    out = {}
+    for k, v in inputs.items():
+        if k == "input_ids":
+            v = torch.cat([v, torch.tensor(tokens, dtype=v.dtype, device=v.device).expand(b, -1)], 1)
+        elif isinstance(v, torch.Tensor) and v.dim() == 2 and tuple(v.shape) == (b, t):
+            fill = torch.ones if k == "attention_mask" else torch.zeros
+            v = torch.cat([v, fill(b, n, dtype=v.dtype, device=v.device)], 1)
+        out[k] = v
+    return out
+
+
 def option_scores(session: Any, items: Sequence[EvalItem], steerer: Any = None, *, batch_size: int = 32,
                   tokens: Optional[dict] = None) -> list[dict[str, float]]:
     """Log-probability of each option letter as the first answer token, per classification item.
@@ -82,11 +98,7 @@ def option_scores(session: Any, items: Sequence[EvalItem], steerer: Any = None, 
                                  histories=[c.history for c in chunk], prefixes=[c.assistant_prefix for c in chunk])
             inputs, last_pos = dict(enc.inputs), enc.prompt_last
             if shared:  # rows are left-padded: the shared answer start goes after every row's last token
-                extra = torch.tensor(shared, dtype=inputs["input_ids"].dtype, device=inputs["input_ids"].device)
-                inputs["input_ids"] = torch.cat([inputs["input_ids"], extra.expand(len(chunk), -1)], 1)
-                inputs["attention_mask"] = torch.cat(
-                    [inputs["attention_mask"], torch.ones(len(chunk), len(shared), dtype=inputs["attention_mask"].dtype,
-                                                          device=extra.device)], 1)
+                inputs = _append_tokens(inputs, shared)
                 last_pos = torch.full_like(last_pos, inputs["input_ids"].shape[1] - 1)
             with torch.no_grad():
                 logits = steerer.forward(inputs) if steerer is not None else session.model(**inputs).logits

@@ -21,10 +21,14 @@ from steerkit.testing.fixtures import RECIPE_HEAD, make_plan, tiny
 OPTIONS = {"A": "pilot", "B": "baker", "C": "nurse", "D": "tailor"}
 
 
+def _session(name):
+    t = tiny(name, std=0.3)
+    return ModelSession.from_objects(t.model, t.processor, t.tokenizer)
+
+
 @pytest.fixture(scope="module")
 def session():
-    t = tiny("llava", std=0.3)
-    return ModelSession.from_objects(t.model, t.processor, t.tokenizer)
+    return _session("llava")
 
 
 def _items():
@@ -47,7 +51,9 @@ def _teacher_forced(session, item, letter):
     return float(logp[ids[list(OPTIONS).index(letter)]])
 
 
-def test_scores_are_the_teacher_forced_probabilities(session):
+@pytest.mark.parametrize("name", ["llava", "qwen2_5_vl"])  # Qwen2.5-VL: per-token type ids follow the tokens
+def test_scores_are_the_teacher_forced_probabilities(name):
+    session = _session(name)
     items = _items()
     scores = option_scores(session, items, batch_size=2)
     assert len(scores) == len(items) and all(list(s) == list(OPTIONS) for s in scores)
