@@ -5,7 +5,7 @@ attack turns evaluation items into new items (same person, same correct answer, 
 for steering and for the trained baselines, so one table compares them:
 
 - ``few_shot``: MLLMU's own few-shot form: blocks ``Question: ... / A: ... D: ... / Correct Answer: X`` of
-  *other* forget people before the question (MLLMU draws its shots from the forget people too). The blocks
+  *other* forget people (drawn from the whole forget split, as MLLMU draws its shots) before the question. The blocks
   are text-only, because steerkit sends one image per prompt; for image questions MLLMU would attach the
   shots' portraits as well.
 - ``answer_prefix``: the answer is forced to start with "The answer is".
@@ -79,12 +79,14 @@ def _body(item: EvalItem) -> str:
     return text.rstrip("\n")
 
 
-def _few_shot(items: Sequence[EvalItem], shots: int, seed: int) -> list[EvalItem]:
-    # the pool: text questions of the same task (MLLMU's text block), by person
+def _few_shot(root: PathLike, items: Sequence[EvalItem], forget_ratio: int, shots: int,
+              seed: int) -> list[EvalItem]:
+    # the pool, as MLLMU draws it: the forget people's text questions of the same task (whatever split is
+    # attacked; MLLMU's test mode also draws from the forget IDs), never the asked person's own
+    tasks = sorted({it.task for it in items} & {"classification", "cloze"})
     pool: dict[str, list[EvalItem]] = {}
-    for it in items:
-        if it.modality == "qa" and it.task in ("classification", "cloze"):
-            pool.setdefault(it.task, []).append(it)
+    for it in eval_items(root, "forget", forget_ratio, tasks, ["qa"]) if tasks else []:
+        pool.setdefault(it.task, []).append(it)
     out = []
     for it in items:
         if it.task not in ("classification", "cloze"):
@@ -138,7 +140,7 @@ def attack_items(root: PathLike, items: Sequence[EvalItem], attack: str, *, forg
         raise DataError("unknown attack", [Problem(f"unknown attack {attack!r}", code="SK605",
                                                    hint=choices_hint(attack, ATTACKS))])
     if attack == "few_shot":
-        return _few_shot(items, shots, seed)
+        return _few_shot(root, items, forget_ratio, shots, seed)
     if attack == "answer_prefix":
         return [replace(it, assistant_prefix=ANSWER_PREFIX) for it in items]
     if attack == "paraphrase":

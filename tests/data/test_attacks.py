@@ -47,6 +47,8 @@ def test_attack_forms(small_world, forget):
     names = profile_names(root)
     assert names[cls[0].id] not in first.prompt.split(cls[0].prompt)[0]  # shots are other people
     assert attack_items(root, cls, "few_shot", forget_ratio=10) == few  # seeded
+    one = [i for i in cls if i.id == cls[0].id]  # shots come from the data, not from the items given
+    assert attack_items(root, one, "few_shot", forget_ratio=10) == [i for i in few if i.id == cls[0].id]
     pre = attack_items(root, cls, "answer_prefix")
     assert {i.assistant_prefix for i in pre} == {ANSWER_PREFIX}
     fol = attack_items(root, cls, "follow_up")
