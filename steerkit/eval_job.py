@@ -40,11 +40,18 @@ def eval_items_for(loaded: LoadedRecipe, splits=None) -> list:
 def make_fns(session, steerer=None):
     """generate_fn and gate_fn over EvalItems for the evaluator."""
 
+    def conversation(batch):  # earlier turns and a forced answer start (re-elicitation attacks), when any
+        if not any(getattr(i, "history", ()) or getattr(i, "assistant_prefix", "") for i in batch):
+            return {}
+        return {"histories": [i.history for i in batch], "prefixes": [i.assistant_prefix for i in batch]}
+
     def generate_fn(batch, max_new_tokens):
-        return session.generate([i.prompt for i in batch], [i.image for i in batch], max_new_tokens, steerer=steerer)
+        return session.generate([i.prompt for i in batch], [i.image for i in batch], max_new_tokens, steerer=steerer,
+                                **conversation(batch))
 
     def gate_fn(batch):
-        gates = steerer.gate_values(session.encode([i.prompt for i in batch], [i.image for i in batch]).inputs)
+        gates = steerer.gate_values(session.encode([i.prompt for i in batch], [i.image for i in batch],
+                                                   **conversation(batch)).inputs)
         return [float(x) for x in next(iter(gates.values()))]
 
     return generate_fn, (gate_fn if steerer is not None else None)

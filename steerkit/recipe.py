@@ -27,6 +27,7 @@ PositionName = Literal["all_prompt", "image_tokens", "text_tokens", "last_prompt
 SplitName = Literal["forget", "test", "retain", "utility", "val_forget", "val_retain", "refusal"]
 TaskName = Literal["classification", "generation", "cloze"]
 ModalityName = Literal["vqa", "qa"]
+RequestSide = Literal["forget", "refuse", "retain"]
 
 
 def _path_text(v: str) -> str:
@@ -52,17 +53,46 @@ class JsonlSource(StrictModel):
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
 
 
-class MllmuSource(StrictModel):
+class RequestFields(StrictModel):
+    """Reading a forget request (issue #12) instead of an evaluation split: fine-tuning pairs only."""
+
+    request: Optional[RequestSide] = Field(
+        None, description="Read the forget request instead of an evaluation split: 'forget' (the forget "
+                          "people's fine-tuning pairs), 'refuse' (their refusal pairs, or their questions with "
+                          "a refusal instruction), 'retain' (every other fine-tuning pair). Pairs whose question "
+                          "is an evaluation prompt of any split are dropped.")
+    refusal: Literal["auto", "data", "instruction"] = Field(
+        "auto", description="request: refuse only. 'data': the request's refusal pairs; 'instruction': the "
+                            "forget questions with a refusal instruction appended; 'auto': data when there is any.")
+    configs: Optional[list[str]] = Field(
+        None, description="request only: fine-tuning config folders to read; null: ft_Data (+ ft_Extra when "
+                          "present).")
+
+    def _request_checks(self) -> None:
+        if self.request is None and (self.refusal != "auto" or self.configs is not None):
+            raise ValueError("'refusal' and 'configs' apply to request sources only")
+        if self.request is not None and self.request != "refuse" and self.refusal != "auto":
+            raise ValueError("'refusal' applies to request: refuse only")
+
+
+class MllmuSource(RequestFields):
     kind: Literal["mllmu"] = "mllmu"
     path: PathText = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
-    split: SplitName = Field(description="Which split to read.")
+    split: Optional[SplitName] = Field(None, description="Which evaluation split to read (or set 'request').")
     forget_ratio: Literal[5, 10, 15] = 10
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _one_of(self) -> "MllmuSource":
+        if (self.split is None) == (self.request is None):
+            raise ValueError("set exactly one of 'split' or 'request'")
+        self._request_checks()
+        return self
 
-class WorldSource(StrictModel):
+
+class WorldSource(RequestFields):
     """The embedded synthetic world (generated and cached on first use)."""
 
     kind: Literal["world"] = "world"
@@ -76,8 +106,9 @@ class WorldSource(StrictModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> "WorldSource":
-        if (self.split is None) == (self.contrast is None):
-            raise ValueError("set exactly one of 'split' or 'contrast'")
+        if sum(x is not None for x in (self.split, self.contrast, self.request)) != 1:
+            raise ValueError("set exactly one of 'split' or 'contrast' (or 'request', for a forget request)")
+        self._request_checks()
         return self
 
 

@@ -54,9 +54,11 @@ class ModelSession:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], images: Sequence[Optional[Image.Image]],
-               answers: Optional[Sequence[str]] = None, padding_side: str = "left") -> EncodedBatch:
+               answers: Optional[Sequence[str]] = None, padding_side: str = "left",
+               histories: Optional[Sequence[Sequence[tuple[str, str]]]] = None,
+               prefixes: Optional[Sequence[str]] = None) -> EncodedBatch:
         batch = encode(self.processor, self.tokenizer, self.adapter.prompt, prompts, images, answers,
-                       padding_side=padding_side)
+                       padding_side=padding_side, histories=histories, prefixes=prefixes)
         dev = self.device
         batch.inputs = {k: v.to(dev) for k, v in batch.inputs.items()}
         if batch.inputs.get("pixel_values") is not None:
@@ -67,9 +69,10 @@ class ModelSession:
         return self.tokenizer.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)
 
     def generate(self, prompts: Sequence[str], images: Sequence[Optional[Image.Image]], max_new_tokens: int,
-                 steerer: Any = None) -> list[str]:
+                 steerer: Any = None, *, histories: Optional[Sequence[Sequence[tuple[str, str]]]] = None,
+                 prefixes: Optional[Sequence[str]] = None) -> list[str]:
         """Greedy answers for a batch (steered when a Steerer is given)."""
-        batch = self.encode(prompts, images)
+        batch = self.encode(prompts, images, histories=histories, prefixes=prefixes)
         pad = self.tokenizer.pad_token_id
         gk = dict(pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id)
         if steerer is None and self.remote:

@@ -1,5 +1,8 @@
 """Recipe data sources -> ContrastItem lists (jsonl files, MLLMU-layout folders, the embedded world).
 
+A world or mllmu source reads an evaluation split (``split``), a world contrast file (``contrast``) or a
+forget request (``request``: fine-tuning pairs only, :mod:`steerkit.data.request`).
+
 Every path is resolved against the recipe's folder. The embedded world is generated and cached on
 first use, keyed by its seed and size, exactly like the embedded models.
 """
@@ -30,7 +33,7 @@ def source_path(source: Any, resolve: Callable[[str], Path], world_spec: Any) ->
         return resolve(source.path)
     if source.kind == "mllmu":
         return resolve(source.path)
-    if source.contrast is not None:
+    if getattr(source, "contrast", None) is not None:
         return world_root(world_spec) / "contrast" / contrast_file(source)
     return world_root(world_spec)
 
@@ -56,6 +59,12 @@ def load_source(source: Any, resolve: Callable[[str], Path], world_spec: Any, se
 
     if source.kind == "jsonl":
         items = read_contrast_jsonl(resolve(source.path))
+    elif getattr(source, "request", None) is not None:
+        from .data.request import request_items
+
+        root = resolve(source.path) if source.kind == "mllmu" else world_root(world_spec)
+        items = request_items(root, source.request, source.forget_ratio, source.configs, source.refusal,
+                              source.modalities, source.tasks)
     elif source.kind == "world" and source.contrast is not None:
         path = world_root(world_spec) / "contrast" / contrast_file(source)
         if not path.exists():

@@ -245,6 +245,16 @@ def _train_folders(root_or_dirs: PathLike | Sequence[PathLike],
     return [(Path(d).parent, Path(d).name) for d in root_or_dirs]
 
 
+def _row_id(row: dict[str, Any]) -> str:
+    """A fine-tuning row's profile ID: its ``ID`` column, else the stem of its image name (the released
+    ft_Data may have no ID column; its images are named ``<ID>.png``)."""
+    if row.get("ID"):
+        return str(row["ID"])
+    img = row.get("image")
+    name = img.get("path") if isinstance(img, dict) else None
+    return Path(str(name)).stem if name else ""
+
+
 def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
                 configs: Sequence[str] = ("ft_Data", "ft_Extra")) -> list[TrainPair]:
     """Flattened fine-tuning pairs (mllmu-layout.md section 4), in row then metadata order.
@@ -287,6 +297,6 @@ def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
             for e in entries:
                 text_only = e.get("Type") == "Pure_Text"
                 pairs.append(TrainPair(str(e["Question"]), str(e["Answer"]),
-                                       None if text_only else image, str(row.get("ID") or "")))
+                                       None if text_only else image, _row_id(row)))
     problems.raise_if_any(DataError, "malformed training data")
     return pairs
