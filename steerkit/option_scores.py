@@ -83,7 +83,7 @@ def option_scores(session: Any, items: Sequence[EvalItem], steerer: Any = None, 
     tokens = {} if tokens is None else tokens  # (modality, conversation shape, letters) -> first tokens
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
-        key = (it.image is not None, len(it.history), bool(it.assistant_prefix), tuple(it.options))
+        key = (it.image is not None, len(it.history), bool(it.assistant_prefix), tuple(it.options or ()))
         groups.setdefault(key, []).append(i)
     out: list[Optional[dict[str, float]]] = [None] * len(items)
     for key, idx in groups.items():

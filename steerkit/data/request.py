@@ -158,7 +158,10 @@ def _read_request(root: str, forget_ratio: int, configs: tuple[str, ...], exclud
     forget_ids = tuple(profile_ids(root, f"forget_{forget_ratio}"))
     wanted = set(forget_ids)
     banned = eval_prompt_keys(root) if exclude_eval else set()
-    forget, refusals, retain, dropped = [], [], [], 0
+    forget: list = []
+    refusals: list = []
+    retain: list = []
+    dropped = 0
     for pair in train_pairs(root, configs=configs):
         if _key(pair.prompt) in banned:
             dropped += 1

@@ -58,7 +58,7 @@ def chance_cells(records: Sequence[Any], scores: Sequence[Mapping[str, float]]) 
     """
     if len(records) != len(scores):
         raise ValueError(f"{len(records)} records but {len(scores)} option scores")
-    groups: dict[tuple[str, str], list[tuple[Any, Mapping[str, float]]]] = {}
+    groups: dict[tuple[Any, Any], list[tuple[Any, Mapping[str, float]]]] = {}
     for rec, sc in zip(records, scores):
         get = rec.get if isinstance(rec, Mapping) else lambda k, r=rec: getattr(r, k)
         if get("task") != "classification":
