@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,7 +100,8 @@ def letter_summary(rows: list[dict]) -> dict:
                 for m, v in mods.items()} for s, mods in out.items()}
 
 
-def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False) -> dict:
+def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False,
+             checkpoints: Optional[Path] = None) -> dict:
     import torch
 
     from steerkit.data.mllmu import eval_items
@@ -129,7 +131,8 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
 
         kw = {"size": dataclasses.replace(SIZES["tiny"], text_layers=4),
               "train": dataclasses.replace(default_train_config(arch), max_steps=3)}
-    path = ensure_embedded(arch, seed, 100, progress=False, device=device, **kw)
+    found = sorted(checkpoints.glob(f"{arch}-w{seed}-n100*")) if checkpoints else []
+    path = found[0] if found else ensure_embedded(arch, seed, 100, progress=False, device=device, **kw)
     meta = read_meta(path) or {}
     result.update(checkpoint=path.name, train_device=meta.get("key", {}).get("device", "cpu"),
                   train_threads=meta.get("threads") if meta.get("key", {}).get("device", "cpu") == "cpu" else None,
@@ -171,15 +174,17 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False)
     return result
 
 
-def run_many(cells: list[tuple[str, int]], device: str, work: Path, budget_s: float = 0) -> None:
+def run_many(cells: list[tuple[str, int]], device: str, work: Path, budget_s: float = 0,
+             checkpoints: Optional[Path] = None) -> None:
     """One subprocess per cell, all at once; cells still running after ``budget_s`` are stopped (what they
     wrote so far stays: each cell rewrites its JSON after every stage)."""
     work.mkdir(parents=True, exist_ok=True)
     procs = []
     for arch, seed in cells:
         log = open(work / f"log_{arch}_{seed}.txt", "w")
+        extra = ["--checkpoints", str(checkpoints)] if checkpoints else []
         procs.append(subprocess.Popen([sys.executable, __file__, "cell", f"{arch}:{seed}", "--device", device,
-                                       "--work", str(work)], stdout=log, stderr=subprocess.STDOUT))
+                                       "--work", str(work), *extra], stdout=log, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + budget_s if budget_s else None
     for p in procs:
         try:
@@ -294,22 +299,24 @@ def main() -> None:
     r.add_argument("--device", default="cpu")
     r.add_argument("--work", required=True)
     r.add_argument("--budget", type=float, default=0, help="seconds; stop cells still running after it")
+    r.add_argument("--checkpoints", type=Path, help="folder of trained models ({arch}-w{seed}-n100*) to use")
     c = sub.add_parser("cell")
     c.add_argument("cell")
     c.add_argument("--device", default="cpu")
     c.add_argument("--work", required=True)
     c.add_argument("--smoke", action="store_true", help="tiny untrained model: checks the script runs")
+    c.add_argument("--checkpoints", type=Path, help="folder of trained models ({arch}-w{seed}-n100*) to use")
     a = sub.add_parser("aggregate")
     a.add_argument("dirs", nargs="+")
     a.add_argument("--out", default=str(ROOT / "benchmarks/results/robustness.json"))
     args = ap.parse_args()
     if args.cmd == "run":
         cells = [(x.split(":")[0], int(x.split(":")[1])) for x in args.cells.split(",")]
-        run_many(cells, args.device, Path(args.work), args.budget)
+        run_many(cells, args.device, Path(args.work), args.budget, args.checkpoints)
     elif args.cmd == "cell":
         arch, seed = args.cell.split(":")
         Path(args.work).mkdir(parents=True, exist_ok=True)
-        run_cell(arch, int(seed), args.device, Path(args.work), smoke=args.smoke)
+        run_cell(arch, int(seed), args.device, Path(args.work), smoke=args.smoke, checkpoints=args.checkpoints)
     else:
         out = Path(args.out)
         aggregate([Path(d) for d in args.dirs], out, out.with_suffix(".md"))
