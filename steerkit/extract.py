@@ -22,6 +22,7 @@ from .bundle import Bundle
 from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
+from .fingerprint import fitted_on
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import LoadedRecipe
 from .sources import load_source, source_path
@@ -49,11 +50,17 @@ def _holdout_split(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(people[: int(round(fraction * len(people)))])
 
 
-def _sides(loaded: LoadedRecipe, sources) -> list:
+def _sides(loaded: LoadedRecipe, sources, key: str) -> list:
+    """Items of every source; a source that fails is reported at its recipe line (``key``: the key path
+    of the source, or of the list of sources, whose entries are then ``key.0``, ``key.1``, ...)."""
     r = loaded.recipe
     items = []
-    for s in sources:
-        items += load_source(s, loaded.resolve, r.model.world, seed=r.seed)
+    for i, s in enumerate(sources):
+        try:
+            items += load_source(s, loaded.resolve, r.model.world, seed=r.seed,
+                                 key=f"{key}.{i}" if key.startswith("gate.") else key)
+        except DataError as exc:
+            raise DataError(exc.summary, loaded.locate(exc.problems)) from None
     return items
 
 
@@ -89,8 +96,8 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
     direction_meta: dict[str, Any] = {"method": "none"}
     if recipe.direction is not None:
         d = recipe.direction
-        recall = _sides(loaded, [d.recall.source])
-        erasure = _sides(loaded, [d.erasure.source])
+        recall = _sides(loaded, [d.recall.source], "direction.recall.source")
+        erasure = _sides(loaded, [d.erasure.source], "direction.erasure.source")
         override, pgd_report = None, None
         if d.recall.image_perturbation is not None:
             from .adversarial import attack
@@ -127,7 +134,8 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
         adapter={"name": session.adapter.name, "schema_version": 1,
                  "sha256": hashlib.sha256(session.adapter.model_dump_json().encode()).hexdigest()},
         hidden_size=hidden, num_layers=num_layers, direction=direction_meta, gate=gate_meta,
-        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256())
+        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256(),
+        fitted_on=fitted_on(loaded, session, data))
 
 
 def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tensors: dict, data: dict,
@@ -136,8 +144,8 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     g = recipe.gate
     if g.rule in ("always_on", "cosine_threshold"):
         return {"rule": g.rule, **({"threshold": g.threshold} if g.rule == "cosine_threshold" else {})}
-    forget = _sides(loaded, g.forget)
-    retain = _sides(loaded, g.retain)
+    forget = _sides(loaded, g.forget, "gate.forget")
+    retain = _sides(loaded, g.retain, "gate.retain")
     held = _holdout_split([r.id or str(i) for i, r in enumerate(retain)], g.holdout, recipe.seed)
     fit_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) not in held]
     held_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) in held]

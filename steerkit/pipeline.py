@@ -14,6 +14,7 @@ from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
+from .fingerprint import check_fitted_on, expand_bundle_path
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
 
@@ -75,12 +76,15 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
     """The bundle file to read (or write): ``--bundle``/``-o`` first, else ``bundle.path``.
 
     Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
-    Hub cache); see ``steerkit.bundle_source``."""
+    Hub cache); see ``steerkit.bundle_source``. ``{fit}`` in ``bundle.path`` becomes the recipe's
+    ``steerkit.fingerprint.fit_key``."""
     from .bundle_source import DEFAULT_FILE, fetch_hub, is_hub, local_bundle
 
     spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
     if spec is None:
         return None
+    if not override:  # {fit}: one bundle per model, world, data sources and fit settings (issue #19)
+        spec = expand_bundle_path(spec, loaded.recipe)
     if is_hub(spec):
         if for_writing:
             raise RecipeError("cannot write a bundle to the Hub", [Problem(
@@ -116,7 +120,11 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
     bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
     dims = _dims(adapter, config, loaded)
     if bundle is not None:
-        warnings += stale_data_warnings(loaded, bundle)
+        # the recipe's own bundle must have been fitted on this recipe's world, data and fit settings, as
+        # apply and eval will demand; a bundle given explicitly (compile --bundle) only gets warnings
+        check_fitted_on(bundle, loaded, allow_foreign=bundle_path_ is not None,
+                        log=lambda m: warnings.append(m.removeprefix("warning: ")))
+        warnings += stale_data_warnings(loaded, bundle) if bundle.manifest.fitted_on is None else []
     elif dims is None:
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
@@ -163,18 +171,50 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
             "so steering does nothing at those layers")
 
 
+def check_foreign_flag(bundle_override: Optional[str], allow_foreign: bool) -> None:
+    """--allow-foreign-bundle only with an explicit --bundle: the recipe's own path is never foreign."""
+    if allow_foreign and not bundle_override:
+        raise RecipeError("--allow-foreign-bundle needs --bundle", [Problem(
+            "--allow-foreign-bundle was given without --bundle", None, None, None, "--allow-foreign-bundle",
+            "name the bundle you mean to apply with --bundle PATH; the recipe's own bundle must fit the run",
+            "SK433")])
+
+
+def preflight_bundle(loaded: LoadedRecipe, *, bundle_override: Optional[str] = None, allow_foreign: bool = False,
+                     log=print) -> Optional[Bundle]:
+    """Load an existing bundle and check its world, data and fit settings against the recipe before any
+    model loads (or trains: an embedded model of a new world takes minutes); None when there is none.
+    Pass the result to ``get_bundle(preflight=...)``, which then checks the weights."""
+    check_foreign_flag(bundle_override, allow_foreign)
+    path = bundle_path(loaded, bundle_override)
+    if path is None or not path.exists():
+        return None
+    bundle = Bundle.load(path)
+    check_fitted_on(bundle, loaded, explicit=bundle_override is not None, allow_foreign=allow_foreign, log=log)
+    return bundle
+
+
 def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
                log=print, activations: str = "auto", spill_dir: Optional[str] = None,
-               extract_missing: bool = True) -> Bundle:
-    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
-    (or, with ``extract_missing=False``, saying how to make it)."""
+               extract_missing: bool = True, allow_foreign: bool = False,
+               preflight: Optional[Bundle] = None) -> Bundle:
+    """Load the recipe's bundle, extracting and saving it first if missing (or, with
+    ``extract_missing=False``, saying how to make it). A loaded bundle must fit the model's dimensions
+    and have been fitted on this model, world, data and fit settings (``steerkit.fingerprint``): a
+    mismatch raises BundleError, or only warns with ``allow_foreign`` and an explicit ``bundle_override``.
+    ``preflight``: the bundle ``preflight_bundle`` already loaded and checked (only the weights remain)."""
     from .extract import extract
 
+    check_foreign_flag(bundle_override, allow_foreign)
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
     path = bundle_path(loaded, bundle_override)
-    if path is not None and path.exists():
-        return Bundle.load(path, expect=expect)
+    if preflight is not None or (path is not None and path.exists()):
+        bundle = preflight if preflight is not None else Bundle.load(path)
+        bundle.check_fits(expect)
+        check_fitted_on(bundle, loaded, session, explicit=bundle_override is not None, allow_foreign=allow_foreign,
+                        log=log, recipe_level=preflight is None)
+        return bundle
     if not extract_missing:
         raise RecipeError("the bundle is missing", [Problem(
             f"no bundle at {path}" if path else "the recipe has no bundle.path", str(loaded.path), None, None,
