@@ -23,6 +23,7 @@ from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
 from .fingerprint import fitted_on
+from .gate_report import open_rate
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import LoadedRecipe
 from .sources import load_source, source_path
@@ -181,6 +182,7 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
         stats[str(layer)] = {
             "forget_mean": round(float(vf.mean()), 4), "retain_fit_mean": round(float(vr.mean()), 4),
             "retain_heldout_mean": None if vh is None else round(float(vh.mean()), 4),
+            "retain_open_heldout": None if vh is None else open_rate(vh),
             "auc_in_sample": round(gate_auc(raw(F), raw(R_fit)), 4),
             "auc_heldout_retain": None if vh is None else round(gate_auc(raw(F), raw(R_held)), 4)}
     params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
@@ -330,6 +332,8 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
              "forget_mean": round(float(c(F, image_rows).mean()), 4),
              "retain_heldout_mean": None if s_held is None else round(float(c(R[held_idx],
                                                                               retain_image[held_idx]).mean()), 4),
+             # the calibration's promise (retain_open_rate) checked on retain people it never saw
+             "retain_open_heldout": None if s_held is None else open_rate(c(R[held_idx], retain_image[held_idx])),
              "thresholds": {"/".join(["image" if gk[0] else "text", *map(str, gk[1:])]): [round(v, 6) for v in t]
                             for gk, t in thresholds.items()}}
     for mod, name in ((True, "image"), (False, "text")):

@@ -235,7 +235,9 @@ class SteerSpec(StrictModel):
 
 
 class BundleSpec(StrictModel):
-    path: str = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+    path: str = Field(description="Where the direction bundle is written / read (relative to the recipe). "
+                                  "'{fit}' in it becomes a 12-hex key of the model, world, data sources and "
+                                  "fit settings (direction, gate, seed), so each gets its own bundle.")
 
 
 class EvalSpec(StrictModel):

@@ -27,6 +27,14 @@ def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None
                    extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
     job = run_eval(loaded, session, b, out_dir=Path(out) if out else None)
     click.echo(markdown_report(job["results"], f"{loaded.recipe.name}: vanilla vs steered"))
+    open_report = job["results"]["steered"].meta.get("retain_open")
+    if open_report:
+        from ..gate_report import report_lines
+
+        lines, warnings = report_lines(open_report)
+        click.echo("\n".join(["", *lines]))
+        for w in warnings:
+            log(w)
     for kind, path in job["paths"].items():
         log(f"wrote {kind}: {path}")
 
