@@ -80,7 +80,7 @@ def load_eval_items(source: Any, resolve: Callable[[str], Path], world_spec: Any
 
 def _why_empty(source: Any, resolve: Callable[[str], Path], world_spec: Any) -> str:
     """Why a source yielded nothing: no rows at all, or rows none of which pass its filters."""
-    if source.kind == "jsonl" or source.contrast is not None:
+    if source.kind == "jsonl" or getattr(source, "contrast", None) is not None:
         return f"{source_path(source, resolve, world_spec)} has no rows"
     from .data.mllmu import eval_items
 
