@@ -194,11 +194,26 @@ def test_refusal_split_loads_and_a_missing_config_fails_validate(workdir, tmp_pa
 def test_open_rate_report_warns_above_target():
     from steerkit.gate_report import open_rate, report_lines
 
-    assert open_rate(torch.tensor([0.0, 0.0, 0.3, 1.0])) == 0.5 and open_rate([]) is None
+    assert open_rate(torch.tensor([0.0, 1e-6, 0.3, 1.0])) == 0.5 and open_rate([]) is None
     report = {"target": 0.01, "heldout_at_fit": 0.0125, "splits": {"retain": {"n": 200, "open_rate": 0.05},
                                                                    "utility": {"n": 100, "open_rate": 0.0}}}
     lines, warnings = report_lines(report)
-    assert lines[0] == ("gate open (c > 0) on 5.0 % of 200 retain prompts (target gate.retain_open_rate 1.0 %; "
+    assert lines[0] == ("gate open (c > 0.001) on 5.0 % of 200 retain prompts (target gate.retain_open_rate 1.0 %; "
                         "held-out retain at fit 1.2 %)")
     assert len(warnings) == 1 and "retain prompts, above its target 1.0 %" in warnings[0]
     assert json.dumps(report)  # lands in the eval JSON as is
+
+
+def test_eval_prints_the_retain_open_rate_beside_its_target(workdir, tmp_path):
+    r = CliRunner().invoke(cli, ["eval", str(workdir / "recipe.yaml"), "--out", str(tmp_path), "--set",
+                                 "eval.data=world", "--set", "eval.splits=[retain]", "--set", "eval.limit=1",
+                                 "--set", "eval.tasks=[classification]"])
+    assert r.exit_code == 0, r.output
+    heldout = max(s["retain_open_heldout"] for s in Bundle.load(workdir / "out/bundle.safetensors"
+                                                                ).manifest.gate["fit"].values())
+    report = json.loads((tmp_path / "results.json").read_text())["results"]["steered"]["meta"]["retain_open"]
+    assert report["target"] == 0.02 and report["heldout_at_fit"] == heldout and report["splits"]["retain"]["n"] == 2
+    rate = report["splits"]["retain"]["open_rate"]
+    assert (f"gate open (c > 0.001) on {100 * rate:.1f} % of 2 retain prompts (target gate.retain_open_rate "
+            f"2.0 %; held-out retain at fit {100 * heldout:.1f} %)") in r.output
+    assert ("above its target 2.0 %" in r.output) == (rate > 0.02)
