@@ -22,7 +22,7 @@ from .bundle import Bundle
 from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
-from .fingerprint import fitted_on
+from .fingerprint import fitted_on, mark_checked
 from .gate_report import open_rate
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import LoadedRecipe
@@ -75,7 +75,9 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations
     """
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
     with ActivationStore(activations, spill_dir=spill_dir, log=log) as store:
-        return _extract(loaded, session, progress, store)
+        bundle = _extract(loaded, session, progress, store)
+    mark_checked(bundle, loaded, session)  # fitted on exactly this recipe and model
+    return bundle
 
 
 def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationStore) -> Bundle:

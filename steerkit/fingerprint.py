@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,6 +36,7 @@ FIT_SECTIONS = ("direction", "gate", "seed")  # recipe sections that change what
 FIT_PLACEHOLDER = "{fit}"  # in bundle.path: replaced by fit_key(recipe), one file per model and data
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MODEL_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_PASSED: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()  # bundle -> (loaded, session)
 
 
 def _sha(obj: Any) -> str:
@@ -289,9 +291,31 @@ def check_fitted_on(bundle: Any, loaded: Any, session: Any = None, *, explicit: 
     problems, notes = fit_problems(bundle, loaded, session, hint=hint, recipe_level=recipe_level)
     for note in notes:
         log(f"warning: {note}")
-    if problems and allow_foreign:
-        for p in problems:
-            log(f"warning: foreign bundle applied anyway (--allow-foreign-bundle): {p.message}")
-        return
-    if problems:
+    if problems and not allow_foreign:
         raise BundleError(f"{bundle.source} was fitted on another model or data", problems)
+    for p in problems:
+        log(f"warning: foreign bundle applied anyway (--allow-foreign-bundle): {p.message}")
+    if session is not None:
+        mark_checked(bundle, loaded, session)
+
+
+def mark_checked(bundle: Any, loaded: Any, session: Any) -> None:
+    """Remember that ``bundle`` passed (or was allowed) for this recipe and model, so
+    :func:`ensure_fitted_on` does not check it twice; ``extract`` marks the bundles it makes."""
+    try:
+        _PASSED[bundle] = (weakref.ref(loaded), weakref.ref(session))
+    except TypeError:  # not weak-referenceable: it is simply checked again
+        pass
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_fitted_on(bundle: Any, loaded: Any, session: Any, log: Callable[[str], None] = _stderr) -> None:
+    """The Python API's guard (``plan_for``, hence ``run_eval``): check ``bundle`` against this recipe and
+    model unless ``get_bundle``/``extract`` already did for the same pair; a mismatch raises."""
+    seen = _PASSED.get(bundle)
+    if seen is not None and seen[0]() is loaded and seen[1]() is session:
+        return
+    check_fitted_on(bundle, loaded, session, explicit=True, log=log)

@@ -14,7 +14,7 @@ from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
-from .fingerprint import check_fitted_on, expand_bundle_path
+from .fingerprint import check_fitted_on, ensure_fitted_on, expand_bundle_path
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
 
@@ -232,11 +232,14 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
 
 
 def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+    """The runnable plan of ``bundle`` on ``session``'s model; refuses a bundle fitted on another model,
+    world, data or fit settings (``steerkit.fingerprint.ensure_fitted_on``)."""
     expect = loaded.recipe.model.expect
     if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(
             f"recipe expects hidden {expect.hidden_size} x {expect.num_layers} layers, the model has "
             f"{session.dims[0]} x {session.dims[1]}", str(loaded.path), None, None, "model.expect",
             "fix model.expect or model.id", "SK465")])
+    ensure_fitted_on(bundle, loaded, session)
     return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
                           architecture=session.architecture)

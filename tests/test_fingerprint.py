@@ -217,3 +217,18 @@ def test_eval_prints_the_retain_open_rate_beside_its_target(workdir, tmp_path):
     assert (f"gate open (c > 0.001) on {100 * rate:.1f} % of 2 retain prompts (target gate.retain_open_rate "
             f"2.0 %; held-out retain at fit {100 * heldout:.1f} %)") in r.output
     assert ("above its target 2.0 %" in r.output) == (rate > 0.02)
+
+
+def test_python_api_plan_for_refuses_a_bundle_from_other_weights(workdir):
+    """Not only the CLI: plan_for (behind run_eval and the benchmarks) checks a bundle it was handed."""
+    from steerkit.errors import BundleError
+    from steerkit.pipeline import plan_for
+    from steerkit.session import load_session
+
+    bundle = Bundle.load(workdir / "out/bundle.safetensors")
+    loaded = load_recipe(workdir / "recipe.yaml", ["model.id=model2"])
+    with pytest.raises(BundleError) as e:
+        plan_for(loaded, load_session(loaded.recipe.model, loaded.base_dir), bundle)
+    assert [p.code for p in e.value.problems] == ["SK430"]
+    loaded = load_recipe(workdir / "recipe.yaml")
+    assert plan_for(loaded, load_session(loaded.recipe.model, loaded.base_dir), bundle).writes
