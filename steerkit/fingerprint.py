@@ -218,6 +218,23 @@ def _world_text(w: Optional[dict]) -> str:
                                                  f"(generator {w['key']})"
 
 
+def _fit_diff(bundle_recipe: dict, recipe: Any) -> tuple[list[str], dict, dict]:
+    """Dotted keys where the bundle's fit settings and the run's differ. The bundle's recorded recipe is
+    re-validated first, so a field added to the schema after it was written counts at its default
+    (otherwise every older bundle would differ from every run)."""
+    from pydantic import ValidationError
+
+    from .recipe import Recipe
+
+    try:
+        recorded = fit_settings(Recipe.model_validate(bundle_recipe))
+    except (ValidationError, TypeError, ValueError):  # a recipe this steerkit cannot read: compare raw
+        recorded = {k: bundle_recipe.get(k) for k in FIT_SECTIONS}
+    was, now = _flat(recorded), _flat(fit_settings(recipe))
+    diff = [k for k in sorted(set(was) | set(now)) if was.get(k, "<unset>") != now.get(k, "<unset>")]
+    return diff, was, now
+
+
 def fit_problems(bundle: Any, loaded: Any, session: Any = None, *, hint: str, recipe_level: bool = True
                  ) -> tuple[list[Problem], list[str]]:
     """Every way ``bundle`` was fitted on other things than this run, plus notes on what could not be
@@ -242,13 +259,13 @@ def fit_problems(bundle: Any, loaded: Any, session: Any = None, *, hint: str, re
             add(f"the bundle was fitted on {_world_text(f.get('world'))}; this run uses "
                 f"{_world_text(run_world)}", "SK431", "model.world")
         if f.get("fit_sha256") != _sha(fit_settings(recipe)):
-            was, now = _flat({k: m.recipe.get(k) for k in FIT_SECTIONS}), _flat(fit_settings(recipe))
-            diff = [k for k in sorted(set(was) | set(now)) if was.get(k, "<unset>") != now.get(k, "<unset>")]
+            diff, was, now = _fit_diff(m.recipe, recipe)
             shown = "; ".join(f"{k}: {_short(was.get(k, '<unset>'))} in the bundle, {_short(now.get(k, '<unset>'))}"
                               f" in this run" for k in diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4
                                                                      else "")
-            add(f"the bundle was fitted with other settings: {shown or 'the fit settings hash differs'}",
-                "SK432", diff[0] if diff else "gate")
+            if diff or not m.recipe:  # no diff: fields added to the schema since, at their defaults
+                add(f"the bundle was fitted with other settings: {shown or 'the fit settings hash differs'}",
+                    "SK432", diff[0] if diff else "gate")
         run = data_hashes(loaded)
         for name, ref in m.data.items():
             now = run.get(name)

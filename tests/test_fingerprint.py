@@ -232,3 +232,21 @@ def test_python_api_plan_for_refuses_a_bundle_from_other_weights(workdir):
     assert [p.code for p in e.value.problems] == ["SK430"]
     loaded = load_recipe(workdir / "recipe.yaml")
     assert plan_for(loaded, load_session(loaded.recipe.model, loaded.base_dir), bundle).writes
+
+
+def test_a_field_added_to_the_schema_later_counts_at_its_default(workdir):
+    """An older bundle's recipe lacks fields added since; at their defaults they are no difference."""
+    from steerkit.fingerprint import fit_problems
+
+    bundle = Bundle.load(workdir / "out/bundle.safetensors")
+    recipe = json.loads(json.dumps(bundle.manifest.recipe))
+    del recipe["gate"]["retain_open_rate"]  # as if written before the field existed (default 0.02)
+    fitted = {**bundle.manifest.fitted_on, "fit_sha256": _sha({k: recipe.get(k) for k in ("direction", "gate",
+                                                                                          "seed")})}
+    older = Bundle(bundle.tensors, bundle.manifest.model_copy(update={"recipe": recipe, "fitted_on": fitted}))
+    loaded = load_recipe(workdir / "recipe.yaml")
+    assert fit_problems(older, loaded, hint="-") == ([], [])
+    problems, _ = fit_problems(older, load_recipe(workdir / "recipe.yaml", ["gate.retain_open_rate=0.05"]),
+                               hint="-")
+    assert [(p.code, p.key_path) for p in problems] == [("SK432", "gate.retain_open_rate")]
+    assert "0.02 in the bundle, 0.05 in this run" in problems[0].message

@@ -71,6 +71,7 @@ def demo(out):
     """
     from ..resources import builtin_dir
 
-    # outputs go under --out in the current folder, never inside the installed package
-    bundle = str((Path(out) / "bundle.safetensors").resolve())
+    # outputs go under --out in the current folder, never inside the installed package; {fit}: a new
+    # steerkit (another world generator) fits a new bundle instead of refusing the old one
+    bundle = str((Path(out) / "bundle-{fit}.safetensors").resolve())
     _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, (f"bundle.path={bundle}",))
