@@ -86,11 +86,15 @@ class BundleManifest(_Strict):
     recipe_sha256: str = Field(pattern=_SHA)
     tensors_sha256: str = Field(pattern=_SHA)
     extra: dict[str, str] = Field(default_factory=dict)
+    # model / world / data / fit-settings fingerprints (steerkit.fingerprint); None in older bundles
+    fitted_on: dict[str, Any] | None = None
 
-    @field_validator("direction", "gate", "recipe", "strength")
+    @field_validator("direction", "gate", "recipe", "strength", "fitted_on")
     @classmethod
     def _json(cls, v: dict | None) -> dict | None:
         """Hold only what survives the metadata round trip (tuples -> lists), so save->load is identity."""
+        if v is None:
+            return None
         try:
             return json.loads(json.dumps(v, allow_nan=False, ensure_ascii=False))
         except (TypeError, RecursionError) as e:  # pydantic only reports ValueErrors (NaN, inf)

@@ -74,6 +74,10 @@ def run_eval(loaded: LoadedRecipe, session, bundle, *, out_dir: Optional[Path] =
     with steer(session.model, plan, session.image_token_id, remote=session.remote) as steerer:
         gen_s, gate_fn = make_fns(session, steerer)
         steered = evaluate(items, gen_s, batch_size=spec.batch_size, progress=progress, gate_fn=gate_fn)
+    if steered.has_gate:  # the calibration's retain_open_rate promise, measured on this evaluation
+        from .gate_report import retain_open_report
+
+        steered.meta["retain_open"] = retain_open_report(steered, loaded.recipe, bundle)
     results = {"vanilla": vanilla, "steered": steered}
     out = Path(out_dir) if out_dir else loaded.resolve(spec.out)
     paths = write_report(out, results, title=title or f"{loaded.recipe.name}: vanilla vs steered")

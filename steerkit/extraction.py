@@ -24,6 +24,8 @@ from .bundle import Bundle
 from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
+from .fingerprint import fitted_on, mark_checked
+from .gate_report import open_rate
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import CosineGate, LinearGateBase, LoadedRecipe, NullspaceGate, PrototypeGate
 from .session import ModelSession
@@ -52,11 +54,17 @@ def _holdout_split(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(people[: int(round(fraction * len(people)))])
 
 
-def _sides(loaded: LoadedRecipe, sources) -> list:
+def _sides(loaded: LoadedRecipe, sources, key: str) -> list:
+    """Items of every source; a source that fails is reported at its recipe line (``key``: the key path
+    of the source, or of the list of sources, whose entries are then ``key.0``, ``key.1``, ...)."""
     r = loaded.recipe
     items = []
-    for s in sources:
-        items += load_source(s, loaded.resolve, r.model.world, seed=r.seed)
+    for i, s in enumerate(sources):
+        try:
+            items += load_source(s, loaded.resolve, r.model.world, seed=r.seed,
+                                 key=f"{key}.{i}" if key.startswith("gate.") else key)
+        except DataError as exc:
+            raise DataError(exc.summary, loaded.locate(exc.problems)) from None
     return items
 
 
@@ -80,6 +88,7 @@ def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = Tru
         from .strength import calibrate
 
         bundle = calibrate(loaded, session, bundle, questions, progress=progress)
+    mark_checked(bundle, loaded, session)  # fitted on exactly this recipe and model
     return bundle
 
 
@@ -102,8 +111,8 @@ def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store:
     direction_meta: dict[str, Any] = {"method": "none"}
     if recipe.direction is not None:
         d = recipe.direction
-        recall = _sides(loaded, [d.recall.source])
-        erasure = _sides(loaded, [d.erasure.source])
+        recall = _sides(loaded, [d.recall.source], "direction.recall.source")
+        erasure = _sides(loaded, [d.erasure.source], "direction.erasure.source")
         override, pgd_report = None, None
         if d.recall.image_perturbation is not None:
             from .adversarial import attack
@@ -140,7 +149,8 @@ def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store:
         adapter={"name": session.adapter.name, "schema_version": 1,
                  "sha256": hashlib.sha256(session.adapter.model_dump_json().encode()).hexdigest()},
         hidden_size=hidden, num_layers=num_layers, direction=direction_meta, gate=gate_meta,
-        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256())
+        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256(),
+        fitted_on=fitted_on(loaded, session, data))
 
 
 def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: list[int], tensors: dict, data: dict,
@@ -149,8 +159,8 @@ def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: li
     g = recipe.gate
     if not isinstance(g, LinearGateBase):  # always_on and cosine_threshold: nothing to fit
         return {"rule": g.rule, **({"threshold": g.threshold} if isinstance(g, CosineGate) else {})}
-    forget = _sides(loaded, g.forget)
-    retain = _sides(loaded, g.retain)
+    forget = _sides(loaded, g.forget, "gate.forget")
+    retain = _sides(loaded, g.retain, "gate.retain")
     held = _holdout_split([r.id or str(i) for i, r in enumerate(retain)], g.holdout, recipe.seed)
     fit_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) not in held]
     held_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) in held]
@@ -186,6 +196,7 @@ def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: li
         stats[str(layer)] = {
             "forget_mean": round(float(vf.mean()), 4), "retain_fit_mean": round(float(vr.mean()), 4),
             "retain_heldout_mean": None if vh is None else round(float(vh.mean()), 4),
+            "retain_open_heldout": None if vh is None else open_rate(vh),
             "auc_in_sample": round(gate_auc(raw(F), raw(R_fit)), 4),
             "auc_heldout_retain": None if vh is None else round(gate_auc(raw(F), raw(R_held)), 4)}
     params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
@@ -336,6 +347,8 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
              "forget_mean": round(float(c(F, image_rows).mean()), 4),
              "retain_heldout_mean": None if s_held is None else round(float(c(R[held_idx],
                                                                               retain_image[held_idx]).mean()), 4),
+             # the calibration's promise (retain_open_rate) checked on retain people it never saw
+             "retain_open_heldout": None if s_held is None else open_rate(c(R[held_idx], retain_image[held_idx])),
              "thresholds": {"/".join(["image" if gk[0] else "text", *map(str, gk[1:])]): [round(v, 6) for v in t]
                             for gk, t in thresholds.items()}}
     for mod, name in ((True, "image"), (False, "text")):

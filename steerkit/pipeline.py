@@ -14,6 +14,7 @@ from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
+from .fingerprint import check_fitted_on, ensure_fitted_on, expand_bundle_path
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
 from .strength import strength_note
@@ -86,7 +87,8 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
 
     Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
     Hub cache); see ``steerkit.bundle_source``. An explicit ``--bundle`` to read must exist: only the
-    recipe's own ``bundle.path`` may be missing (then it is extracted)."""
+    recipe's own ``bundle.path`` may be missing (then it is extracted). ``{fit}`` in ``bundle.path``
+    becomes the recipe's ``steerkit.fingerprint.fit_key``."""
     from .bundle_source import check_spec, fetch_hub, is_hub, local_bundle
 
     spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
@@ -94,6 +96,8 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
         return None
     key = ("-o" if for_writing else "--bundle") if override else "bundle.path"
     check_spec(spec, key)
+    if not override:  # {fit}: one bundle per model, world, data sources and fit settings (issue #19)
+        spec = expand_bundle_path(spec, loaded.recipe)
     if is_hub(spec):
         if for_writing:
             raise RecipeError("cannot write a bundle to the Hub", [Problem(
@@ -127,7 +131,11 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
     bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
     dims = _dims(adapter, config, loaded)
     if bundle is not None:
-        warnings += stale_data_warnings(loaded, bundle)
+        # the recipe's own bundle must have been fitted on this recipe's world, data and fit settings, as
+        # apply and eval will demand; a bundle given explicitly (compile --bundle) only gets warnings
+        check_fitted_on(bundle, loaded, allow_foreign=bundle_path_ is not None,
+                        log=lambda m: warnings.append(m.removeprefix("warning: ")))
+        warnings += stale_data_warnings(loaded, bundle) if bundle.manifest.fitted_on is None else []
     elif dims is None:
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
@@ -177,22 +185,51 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
             "so steering does nothing at those layers")
 
 
+def check_foreign_flag(bundle_override: Optional[str], allow_foreign: bool) -> None:
+    """--allow-foreign-bundle only with an explicit --bundle: the recipe's own path is never foreign."""
+    if allow_foreign and not bundle_override:
+        raise RecipeError("--allow-foreign-bundle needs --bundle", [Problem(
+            "--allow-foreign-bundle was given without --bundle", None, None, None, "--allow-foreign-bundle",
+            "name the bundle you mean to apply with --bundle PATH; the recipe's own bundle must fit the run",
+            "SK437")])
+
+
+def preflight_bundle(loaded: LoadedRecipe, *, bundle_override: Optional[str] = None, allow_foreign: bool = False,
+                     log=print) -> Optional[Bundle]:
+    """Load an existing bundle and check its world, data and fit settings against the recipe before any
+    model loads (or trains: an embedded model of a new world takes minutes); None when there is none.
+    Pass the result to ``get_bundle(preflight=...)``, which then checks the weights."""
+    check_foreign_flag(bundle_override, allow_foreign)
+    path = bundle_path(loaded, bundle_override)
+    if path is None or not path.exists():
+        return None
+    bundle = Bundle.load(path)
+    check_fitted_on(bundle, loaded, explicit=bundle_override is not None, allow_foreign=allow_foreign, log=log)
+    return bundle
+
+
 def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: Optional[str] = None,
                progress: bool = True, log=print, activations: str = "auto", spill_dir: Optional[str] = None,
-               extract_missing: bool = True, preloaded: Optional[Bundle] = None) -> Bundle:
-    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
-    (or, with ``extract_missing=False``, saying how to make it). ``preloaded``: the bundle, already read
-    before the model loaded (so a bad file failed fast); only its fit to the model is left to check."""
+               extract_missing: bool = True, allow_foreign: bool = False, preflight: Optional[Bundle] = None,
+               preloaded: Optional[Bundle] = None) -> Bundle:
+    """Load the recipe's bundle, extracting and saving it first if missing (or, with
+    ``extract_missing=False``, saying how to make it). A loaded bundle must fit the model's dimensions
+    and have been fitted on this model, world, data and fit settings (``steerkit.fingerprint``): a
+    mismatch raises BundleError, or only warns with ``allow_foreign`` and an explicit ``bundle_override``.
+    ``preflight``: the bundle ``preflight_bundle`` already loaded and checked (only the weights remain);
+    ``preloaded``: a bundle read before the model loaded (a bad file fails fast), not yet checked."""
     from .extraction import extract
 
+    check_foreign_flag(bundle_override, allow_foreign)
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
-    if preloaded is not None:
-        preloaded.check_fits(expect)
-        return preloaded
     path = bundle_path(loaded, bundle_override)
-    if path is not None and path.exists():
-        bundle = Bundle.load(path, expect=expect)
+    early = preflight if preflight is not None else preloaded
+    if early is not None or (path is not None and path.exists()):
+        bundle = early if early is not None else Bundle.load(path, expect=expect)
+        bundle.check_fits(expect)
+        check_fitted_on(bundle, loaded, session, explicit=bundle_override is not None, allow_foreign=allow_foreign,
+                        log=log, recipe_level=preflight is None)
         _log_strength(loaded, bundle, log)
         return bundle
     if not extract_missing:
@@ -219,11 +256,14 @@ def _log_strength(loaded: LoadedRecipe, bundle: Bundle, log) -> None:
 
 
 def plan_for(loaded: LoadedRecipe, session: ModelSession, bundle: Bundle) -> Plan:
+    """The runnable plan of ``bundle`` on ``session``'s model; refuses a bundle fitted on another model,
+    world, data or fit settings (``steerkit.fingerprint.ensure_fitted_on``)."""
     expect = loaded.recipe.model.expect
     if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(
             f"recipe expects hidden {expect.hidden_size} x {expect.num_layers} layers, the model has "
             f"{session.dims[0]} x {session.dims[1]}", str(loaded.path), None, None, "model.expect",
             "fix model.expect or model.id", "SK465")])
+    ensure_fitted_on(bundle, loaded, session)
     return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
                           architecture=session.architecture)

@@ -337,7 +337,9 @@ class SteerSpec(StrictModel):
 
 
 class BundleSpec(StrictModel):
-    path: PathText = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+    path: PathText = Field(description="Where the direction bundle is written / read (relative to the recipe). "
+                                        "'{fit}' in it becomes a 12-hex key of the model, world, data sources and "
+                                        "fit settings (direction, gate, seed), so each gets its own bundle.")
 
 
 class EvalSpec(StrictModel):
@@ -428,9 +430,10 @@ def _sources(recipe: Recipe) -> list[tuple[str, Any]]:
 def check_paths(loaded: LoadedRecipe) -> list[Problem]:
     """Data files a recipe names that do not exist (or are the wrong kind), as located problems.
 
-    Checks jsonl sources (must be files) and mllmu sources (must be folders); the embedded world is
-    generated on demand and is not checked. Pure filesystem checks, no reading: safe and fast for
-    ``validate``. The data is only read to extract a bundle, so callers may downgrade these to warnings
+    Checks jsonl sources (must be non-empty files) and mllmu sources (must be folders holding the
+    split's config folders); the embedded world is
+    generated on demand and is not checked. Filesystem checks plus a scan up to a jsonl file's first
+    non-blank line, nothing parsed: safe and fast for ``validate``. The data is only read to extract a bundle, so callers may downgrade these to warnings
     when the recipe's bundle already exists.
     """
     problems = []
@@ -452,6 +455,13 @@ def check_paths(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(Problem(f"{src.kind} source must be a {what}, got a {'file' if want_dir else 'folder'}: "
                                     f"{full}", key_path=f"{key}.path", code="SK230",
                                     hint="use kind: mllmu for an MLLMU-Bench folder, kind: jsonl for a .jsonl file"))
+        else:
+            from .sources import empty_source_problem
+
+            why = empty_source_problem(src, full)
+            if why:  # extract would stop with SK602 on this source: say so now
+                problems.append(Problem(f"{src.kind} source yields no items: {why}", key_path=f"{key}.path",
+                                        hint="point it at data that has rows, or pick another split", code="SK231"))
     return loaded.locate(problems)
 
 

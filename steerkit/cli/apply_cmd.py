@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import activation_options, guarded, remote_option, set_option
+from .common import activation_options, foreign_option, guarded, remote_option, set_option
 
 
 @click.command("apply")
@@ -21,12 +21,13 @@ from .common import activation_options, guarded, remote_option, set_option
 @click.option("--compare", is_flag=True, help="Also generate the unsteered answer for each input.")
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
+@foreign_option
 @remote_option
 @activation_options
 @set_option
 @guarded
-def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, remote, activations,
-            spill_dir, overrides):
+def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, allow_foreign, remote,
+            activations, spill_dir, overrides):
     """Steer a model with RECIPE on prompts and print or write the answers.
 
     \b
@@ -39,9 +40,8 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
 
     from ..apply_inputs import ApplyRow, open_image, prompt_problem, read_apply_jsonl
     from ..apply_stream import ResultSink, answer_all, check_out_path
-    from ..bundle import Bundle
     from ..errors import DataError, Problem
-    from ..pipeline import bundle_path, get_bundle, plan_for
+    from ..pipeline import get_bundle, plan_for, preflight_bundle
     from ..recipe import load_recipe
     from ..runtime_nnsight import steer
     from ..remote import open_session
@@ -67,12 +67,12 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
         rows, problems = read_apply_jsonl(Path(input_path))
     for p in problems:
         click.echo(p.render(), err=True)
-    bpath = bundle_path(loaded, bundle)  # an explicit --bundle that cannot be read fails here
-    early = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    # an explicit --bundle that cannot be read, or a bundle fitted on another world / data, fails here
+    checked = preflight_bundle(loaded, bundle_override=bundle, allow_foreign=allow_foreign, log=log)
     session = open_session(loaded, remote)
     b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
-                   extract_missing=remote is None, preloaded=early)
+                   extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
     plan = plan_for(loaded, session, b)
     limit = getattr(session.model.config, "max_position_embeddings", None) or getattr(
         getattr(session.model.config, "text_config", None), "max_position_embeddings", None)

@@ -50,5 +50,11 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     fit = (m.gate or {}).get("fit")
     if fit:
         for layer, s in list(fit.items())[:3]:
+            opened = s.get("retain_open_heldout")
+            target = (m.gate or {}).get("retain_open_rate")
             click.echo(f"  gate[{layer}]: AUC in-sample {s['auc_in_sample']}, held-out retain "
-                       f"{s['auc_heldout_retain']}", err=True)
+                       f"{s['auc_heldout_retain']}" + ("" if opened is None else
+                                                       f"; open on {100 * opened:.1f} % of held-out retain prompts"
+                                                       + ("" if target is None else
+                                                          f" (target gate.retain_open_rate {100 * target:.1f} %)")),
+                       err=True)

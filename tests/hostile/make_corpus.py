@@ -222,8 +222,13 @@ def write() -> None:
     # data files the valid base points at
     (ROOT / "data/recall.jsonl").write_text('{"prompt": "Who is this person?", "image": null, "target": "She is Ana."}\n')
     (ROOT / "data/erasure.jsonl").write_text('{"prompt": "Who is this person?", "image": null, "target": "I cannot help."}\n')
-    (ROOT / "data/mllmu").mkdir(exist_ok=True)
-    (ROOT / "data/mllmu/README.md").write_text("Stands in for an MLLMU-layout folder; validate only checks it exists.\n")
+    (ROOT / "data/mllmu/forget_10").mkdir(parents=True, exist_ok=True)
+    (ROOT / "data/mllmu/README.md").write_text("Stands in for an MLLMU-layout folder; validate only checks it exists "
+                                               "and holds the split's config folder with a *.parquet file.\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"ID": pa.array([], pa.string())}), ROOT / "data/mllmu/forget_10/stand-in.parquet")
     (ROOT / "data/corrupt.safetensors").write_bytes(bytes(random.randrange(256) for _ in range(512)))
     (ROOT / "data/model_bad_config").mkdir(exist_ok=True)
     (ROOT / "data/model_bad_config/config.json").write_text('{"architectures": ["LlavaForConditionalGeneration"],\n')
