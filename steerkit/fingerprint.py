@@ -268,14 +268,14 @@ def fit_problems(bundle: Any, loaded: Any, session: Any = None, *, hint: str, re
                     "SK436", diff[0] if diff else "gate")
         run = data_hashes(loaded)
         for name, ref in m.data.items():
-            now = run.get(name)
+            current = run.get(name)
             if name not in run:
                 continue  # a world source (covered above) or one this run lacks (a settings difference)
-            if now is None:
+            if current is None:
                 notes.append(f"data '{name}' is not here, so it was not compared with the bundle's")
-            elif now != ref.sha256:
+            elif current != ref.sha256:
                 add(f"data '{name}' differs: the bundle was fitted on sha256 {ref.sha256[:12]} ({ref.path}); "
-                    f"this run's has sha256 {now[:12]}", "SK435", "data")
+                    f"this run's has sha256 {current[:12]}", "SK435", "data")
     if session is not None:
         was, now = f.get("model") or {}, model_fingerprint(session)
         if was.get("weights_sha256") and now.get("weights_sha256") and was.get("weights_from") == now.get(

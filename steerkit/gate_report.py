@@ -25,8 +25,8 @@ def open_rate(values: Iterable[float] | Any) -> Optional[float]:
 
 def heldout_open_rate(gate_meta: dict) -> Optional[float]:
     """The worst held-out retain open rate over the bundle's gate layers (None: not recorded)."""
-    rates = [s.get("retain_open_heldout") for s in (gate_meta.get("fit") or {}).values() if isinstance(s, dict)]
-    rates = [r for r in rates if isinstance(r, (int, float))]
+    found = [s.get("retain_open_heldout") for s in (gate_meta.get("fit") or {}).values() if isinstance(s, dict)]
+    rates = [float(r) for r in found if isinstance(r, (int, float))]
     return max(rates) if rates else None
 
 

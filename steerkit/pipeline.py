@@ -226,7 +226,7 @@ def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: 
     path = bundle_path(loaded, bundle_override)
     early = preflight if preflight is not None else preloaded
     if early is not None or (path is not None and path.exists()):
-        bundle = early if early is not None else Bundle.load(path, expect=expect)
+        bundle = early if early is not None else Bundle.load(path, expect=expect)  # type: ignore[arg-type]
         bundle.check_fits(expect)
         check_fitted_on(bundle, loaded, session, explicit=bundle_override is not None, allow_foreign=allow_foreign,
                         log=log, recipe_level=preflight is None)

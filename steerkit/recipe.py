@@ -433,7 +433,8 @@ def check_paths(loaded: LoadedRecipe) -> list[Problem]:
     Checks jsonl sources (must be non-empty files) and mllmu sources (must be folders holding the
     split's config folders); the embedded world is
     generated on demand and is not checked. Filesystem checks plus a scan up to a jsonl file's first
-    non-blank line, nothing parsed: safe and fast for ``validate``. The data is only read to extract a bundle, so callers may downgrade these to warnings
+    non-blank line, nothing parsed: safe and fast for ``validate``. The data is only read to extract a
+    bundle, so callers may downgrade these to warnings
     when the recipe's bundle already exists.
     """
     problems = []
