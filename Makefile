@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: install demo test test-slow bench docs clean
+.PHONY: install demo lint test test-slow bench docs clean
 
-$(BIN)/steerkit: pyproject.toml setup.py
+$(BIN)/steerkit: pyproject.toml setup.py constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned to the CPU build on these machines; torchvision is never installed (it breaks transformers here)
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[test,docs,smolvlm]"
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
+	# every version pinned to what the README's figures and CI were produced with (constraints.txt)
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,docs,smolvlm]"
 	@touch $@
 
 install: $(BIN)/steerkit
@@ -20,7 +21,12 @@ install: $(BIN)/steerkit
 demo: install
 	$(BIN)/steerkit demo
 
-test: install
+# ruff and mypy are configured in pyproject.toml; `make test` (and so .ci/run) runs them first
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 test-slow: install

@@ -151,7 +151,7 @@ def render(results: dict) -> str:
              "| model | cell | method | lambda | forget | test | retain | utility | privacy refusals | "
              "gate AUC vqa / qa | pipeline s | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, cells in results.items():
-        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds"):
+        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds", "provenance"):
             continue
         for key, c in sorted(cells.items()):
             if "vanilla" not in c:
@@ -200,7 +200,7 @@ def seed_summary(results: dict) -> dict:
 
     out = {}
     for model, cells in results.items():
-        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds"):
+        if not isinstance(cells, dict) or model in ("meta", "gate_fit", "seeds", "provenance"):
             continue
         runs = [c for k, c in cells.items() if (k == "forget_10" or k.startswith("forget_10_seed")) and "steered" in c]
         if len(runs) < 2:
@@ -224,6 +224,9 @@ def _write(out: Path, results: dict) -> None:
     results["meta"] = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                        "note": "steered = steerkit's recipe (recipes/unlearning/mllmeraser_embedded_<model>.yaml); "
                                "paper = the published configuration; lambda chosen on Val_Set per cell"}
+    from benchmarks.provenance import provenance
+
+    results["provenance"] = provenance()
     atomic_write_text(out, json.dumps(results, indent=1))
 
 

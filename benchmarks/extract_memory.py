@@ -6,7 +6,7 @@ classes with a wide, shallow-MLP Llama decoder (hidden 512 x 32 layers, random w
 and memory do not depend on what the weights know), and the data are short text prompts about synthetic
 people (jsonl, with person ids so the gate's held-out split is by person).
 
-Each mode runs ``steerkit.extract`` in its own fresh process on the same saved checkpoint and recipe. The
+Each mode runs ``steerkit.extraction`` in its own fresh process on the same saved checkpoint and recipe. The
 process loads the model, resets its peak-RSS counter (/proc/self/clear_refs), extracts, and reports the
 peak RSS above the post-load level: what extraction itself holds. Both bundles must be bit-identical.
 
@@ -99,7 +99,7 @@ def _reset_peak() -> int:
 def child(workdir: Path, mode: str, threads: int) -> dict:
     """One extraction in this (fresh) process; peak RSS above the level after loading the model."""
     torch.set_num_threads(threads)
-    from steerkit.extract import extract
+    from steerkit.extraction import extract
     from steerkit.recipe import load_recipe
     from steerkit.session import load_session
 
@@ -215,6 +215,9 @@ def main(argv=None) -> dict:
                        "runs": store_runs,
                        "same_rows": store_runs["memory"]["checksum"] == store_runs["disk"]["checksum"]},
     }
+    from benchmarks.provenance import provenance
+
+    result["provenance"] = provenance()
     atomic_write_text(args.out, json.dumps(result, indent=1))
     atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))

@@ -93,6 +93,9 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
+    from benchmarks.provenance import provenance
+
+    result["provenance"] = provenance()
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
     print(json.dumps(result, indent=1))

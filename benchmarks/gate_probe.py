@@ -36,7 +36,7 @@ from steerkit.activations import collect  # noqa: E402
 from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.evaluate.report import atomic_write_text  # noqa: E402
-from steerkit.extract import _holdout_split  # noqa: E402
+from steerkit.extraction import _holdout_split  # noqa: E402
 from steerkit.recipe import WorldSource  # noqa: E402
 from steerkit.sources import load_source  # noqa: E402
 
@@ -112,6 +112,9 @@ def main() -> None:
         "utility_people_opening": sorted(p for p, v in people.items() if v["opens"]), "people": people}
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["date"] = time.strftime("%Y-%m-%d")
+    from benchmarks.provenance import provenance
+
+    results["provenance"] = provenance()
     out = atomic_write_text(args.out, json.dumps(results, indent=1))
     print(json.dumps({k: v for k, v in results["utility_collisions"].items() if k != "people"}), file=sys.stderr)
     print(f"wrote {out}", file=sys.stderr)

@@ -34,7 +34,7 @@ from steerkit.bench.portraits import transform  # noqa: E402
 from steerkit.compile import site_ref  # noqa: E402
 from steerkit.data.items import ContrastItem  # noqa: E402
 from steerkit.evaluate.report import atomic_write_text  # noqa: E402
-from steerkit.extract import _holdout_split, _within_person  # noqa: E402
+from steerkit.extraction import _holdout_split, _within_person  # noqa: E402
 from steerkit.gates import gate_auc  # noqa: E402
 from steerkit.recipe import ModelSpec, WorldSource  # noqa: E402
 from steerkit.session import load_session  # noqa: E402
@@ -49,7 +49,7 @@ def open_share(pos: torch.Tensor, neg: torch.Tensor, fpr: float = 0.01) -> float
 
 
 def fit(F: torch.Tensor, fid: list[str], R: torch.Tensor, rid: list[str], kind: str, shrinkage: float = 0.01):
-    """The prototype scores of steerkit.extract._fit_prototypes, max over people (before calibration)."""
+    """The prototype scores of steerkit.extraction._fit_prototypes, max over people (before calibration)."""
     mu = R.mean(0)
     ids = sorted(set(fid))
     means = torch.stack([F[[i for i, x in enumerate(fid) if x == k]].mean(0) for k in ids])
@@ -153,6 +153,9 @@ def main() -> None:
                                                         for k, v in table.items()), file=sys.stderr, flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["date"] = time.strftime("%Y-%m-%d")
+    from benchmarks.provenance import provenance
+
+    results["provenance"] = provenance()
     out = atomic_write_text(args.out, json.dumps(results, indent=1))
     print(f"wrote {out}", file=sys.stderr)
 

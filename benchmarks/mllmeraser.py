@@ -1,7 +1,8 @@
 """MLLMEraser on the embedded default: the published configuration vs steerkit's recipe, ablations,
 forget 5/10/15 % and a second world seed. Writes benchmarks/results/mllmeraser.{json,md}.
 
-Every strength is chosen on the validation split (steerkit.strength.search_strength), never on test.
+Every strength is chosen on the validation split, never on test: by the recipe's steer.strength.search
+(during extract) or, for recipes with a fixed lambda, by steerkit.strength.search_strength (same rule).
 Usage:
   python benchmarks/mllmeraser.py                 # the full grid (tens of minutes on 2 cores)
   python benchmarks/mllmeraser.py --quick         # forget 10 %, seed 0, LLaVA only
@@ -25,7 +26,7 @@ from steerkit.eval_job import eval_items_for, make_fns  # noqa: E402
 from steerkit.evaluate import evaluate  # noqa: E402
 from steerkit.evaluate.metrics import pooled  # noqa: E402
 from steerkit.evaluate.report import gate_diagnostics, markdown_report  # noqa: E402
-from steerkit.extract import extract  # noqa: E402
+from steerkit.extraction import extract  # noqa: E402
 from steerkit.pipeline import plan_for  # noqa: E402
 from steerkit.recipe import LoadedRecipe, parse_recipe_text, recipe_to_yaml  # noqa: E402
 from steerkit.runtime_nnsight import steer  # noqa: E402
@@ -90,9 +91,16 @@ def run_one(name, model, ratio, seed, session, vanilla_cache, log):
     bundle = extract(loaded, session, progress=False)
     t_extract = time.perf_counter() - t0
     plan = plan_for(loaded, session, bundle)
-    t0 = time.perf_counter()
-    search = search_strength(session, plan, world_root(loaded.recipe.model.world), forget_ratio=ratio, seed=seed)
-    t_search = time.perf_counter() - t0
+    if bundle.manifest.strength:  # the recipe calibrated itself during extract (steer.strength.search)
+        s = bundle.manifest.strength
+        search = {**s, "chosen": s["lambda"], "n_items": s["n_forget"] + s["n_retain"]}
+        t_search = s["seconds"]
+        t_extract -= t_search
+    else:  # recipes with a fixed lambda: the same rule and proxy on Val_Set
+        t0 = time.perf_counter()
+        search = search_strength(session, plan, world_root(loaded.recipe.model.world), forget_ratio=ratio,
+                                 seed=seed)
+        t_search = time.perf_counter() - t0
     import dataclasses
 
     plan = dataclasses.replace(plan, writes=tuple(dataclasses.replace(w, strength=float(search["chosen"]))
@@ -151,11 +159,13 @@ def main() -> None:
         runs.append(row)
         if ratio == 10 and seed == 0:
             md.append(markdown_report({"vanilla": van, name: st}, f"{name} on embedded {model}, forget 10 %"))
+    from benchmarks.provenance import provenance
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"runs": runs, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "date": time.strftime("%Y-%m-%d")}, indent=1))
+                               "date": time.strftime("%Y-%m-%d"), "provenance": provenance()}, indent=1))
     os.replace(tmp, out)
     (out.with_suffix(".md")).write_text("\n\n".join(md))
     log(f"wrote {out}")

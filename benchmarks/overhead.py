@@ -50,7 +50,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import provenance  # noqa: E402
 from steerkit.evaluate.report import atomic_write_text  # noqa: E402
 from steerkit.runtime_nnsight import Steerer  # noqa: E402
 from steerkit.testing.fixtures import RECIPE_HEAD, make_plan  # noqa: E402
@@ -167,14 +167,6 @@ def load_steering_vectors(folder: Path):
         version = (folder / "steering_vectors" / "__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
         return module.SteeringVector, (f"{folder} (steering_vectors.steering_vector only; the package __init__ "
                                        f"failed: {exc}), version {version}")
-
-
-def git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty_files": [line[3:] for line in git("status", "--porcelain").splitlines()]}
 
 
 def machine_state(threads: int) -> dict:
@@ -377,7 +369,7 @@ def main(argv=None) -> dict:
     import nnsight
     import transformers
 
-    git = git_state()  # at the start: the code that is measured, before any later edit
+    prov = provenance()  # at the start: the code that is measured, before any later edit
     sv_class, sv_source = load_steering_vectors(args.sv_path)
     if sv_class is None:
         print(f"skipping the steering-vectors rows: {sv_source}", file=sys.stderr)
@@ -400,7 +392,7 @@ def main(argv=None) -> dict:
             "benchmark": "overhead",
             "complete": len(runs) == len(configs),  # written after each configuration; false while partial
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "git": git,
+            "provenance": prov,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "nnsight": getattr(nnsight, "__version__", "?"), "python": platform.python_version(),
                          "steering_vectors": sv_source if sv_class is not None else None},
@@ -448,7 +440,8 @@ def markdown(r: dict) -> str:
         f"(load average at end {', '.join(f'{x:.1f}' for x in r['machine']['loadavg_at_end'] or [])}); torch "
         f"{r['versions']['torch']}, transformers {r['versions']['transformers']}, nnsight "
         f"{r['versions']['nnsight']}; steering-vectors: {r['versions']['steering_vectors'] or 'not installed'}; "
-        f"commit {str(r['git']['commit'])[:12]}; {r['date']}.",
+        f"commit {str(r['provenance']['git_commit'])[:12]}{' + uncommitted changes' if r['provenance']['dirty'] else ''}; "
+        f"{r['date']}.",
         "",
         "Medians of per-round paired ratios, wall clock, with [25th, 75th percentile]; CPU: the same on "
         "process CPU time.",

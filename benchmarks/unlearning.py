@@ -50,7 +50,6 @@ def run_baseline(method: str, model: str, ratio: int) -> dict:
 
 
 def run_steering(variant_name: str, model: str, ratio: int) -> dict:
-    import torch
 
     from mllmeraser import run_one  # benchmarks/ is on sys.path when run as a script
     from steerkit.recipe import ModelSpec
@@ -203,8 +202,10 @@ def main() -> None:
                 entries.append({"method": method, "model": model, "forget_ratio": ratio,
                                 **(from_eraser(method, model, ratio) or child(method, model, ratio))})
                 vanilla = next((e["vanilla"] for e in entries if e.get("vanilla")), None)
+                from benchmarks.provenance import provenance
+
                 data = {"entries": entries, "date": time.strftime("%Y-%m-%d"),
-                        "vanilla": vanilla}
+                        "vanilla": vanilla, "provenance": provenance()}
                 tmp = results / "unlearning.json.tmp"
                 tmp.write_text(json.dumps(data, indent=1))
                 os.replace(tmp, results / "unlearning.json")

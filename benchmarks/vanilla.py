@@ -57,6 +57,9 @@ def main() -> None:
                           "train_threads_note": "wall time on a shared 2-core machine; see the closing note",
                           "parameters": meta.get("parameters"), "checkpoint": path.name,
                           "date": time.strftime("%Y-%m-%d")}
+        from benchmarks.provenance import provenance
+
+        results["provenance"] = provenance()  # beside the models' entries: one record for the file
         atomic_write_text(out_path, json.dumps(results, indent=1))
         print(f"{model}: {len(items)} items in {results[model]['eval_seconds']} s", file=sys.stderr)
 

@@ -309,7 +309,7 @@ def cli_reference() -> str:
 def adapters_reference() -> str:
     from steerkit.adapter import list_adapters
 
-    registry = list_adapters()
+    registry = list_adapters(user=False)  # the shipped ones, whatever $STEERKIT_ADAPTERS says
     lines = [front_matter(["adapters/*.yaml", "steerkit/adapter.py", "steerkit/adapter_check.py"]), GEN_NOTE, "",
              "# Adapters", "",
              "One row per file in `adapters/`. An adapter maps the standard site names to module paths "
@@ -338,7 +338,8 @@ def adapters_reference() -> str:
                    else f"tokenizer attribute `{a.image_token.tokenizer}`")
             lines += ["", f"Image tokens: id from {src}."]
         else:
-            lines += ["", "Text-only: `image_tokens` positions are rejected at compile time ([SK302](errors.md#sk302))."]
+            lines += ["", "Text-only: `image_tokens` positions are rejected at compile time "
+                      "([SK302](errors.md#sk302))."]
         lines += [f"Prompt: `{a.prompt.style}`" + (f", fallback format {code(json.dumps(a.prompt.format))}"
                                                    if a.prompt.format else "") + "."]
     return "\n".join(lines) + "\n"
@@ -363,7 +364,9 @@ SCHEMA_CODES = [("00", "the document is not a mapping at the top level", "start 
                 ("01", "unknown key '{key}' (with the allowed keys and a 'did you mean')", "rename or remove the key"),
                 ("02", "required key is missing", "add the key"),
                 ("03", "unknown value {got}; expected one of the listed choices", "use one of the choices"),
-                ("04", "{pydantic message} (got {value})", "fix the value's type or range")]
+                ("04", "{pydantic message} (got {value})",
+                 "by the kind of mistake, e.g. write true or false, unquoted / write a whole number / "
+                 "use a smaller value")]
 
 
 def _text(node: ast.AST | None, names: dict[str, str] | None = None) -> str:

@@ -53,9 +53,10 @@ class MemorySink:
         self.buffers: dict[int, Optional[torch.Tensor]] = dict.fromkeys(layers)
 
     def add(self, layer: int, rows: torch.Tensor, positions: torch.Tensor) -> None:
-        if self.buffers[layer] is None:
-            self.buffers[layer] = torch.empty(self.rows, rows.shape[1], dtype=torch.float32)
-        self.buffers[layer][positions] = rows.to(torch.float32)
+        buf = self.buffers[layer]
+        if buf is None:
+            buf = self.buffers[layer] = torch.empty(self.rows, rows.shape[1], dtype=torch.float32)
+        buf[positions] = rows.to(torch.float32)
 
     def finish(self) -> dict[int, torch.Tensor]:
         return {layer: torch.zeros(0, 0) if b is None else b for layer, b in self.buffers.items()}

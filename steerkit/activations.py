@@ -7,7 +7,7 @@ the whole prompt), so padding is never read as "the last token".
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -18,6 +18,9 @@ from .plan import SiteRef
 from .positions import prompt_masks
 from .runtime_nnsight import read_sites
 
+if TYPE_CHECKING:
+    from .session import ModelSession
+
 
 def position_weights(inputs: dict, prompt_last: torch.Tensor, positions: str, image_token_id: Optional[int]
                      ) -> torch.Tensor:
@@ -27,15 +30,16 @@ def position_weights(inputs: dict, prompt_last: torch.Tensor, positions: str, im
         w = torch.zeros(ids.shape, dtype=torch.float32)
         w[torch.arange(ids.shape[0]), prompt_last.cpu()] = 1.0
         return w
-    masks = prompt_masks(ids.cpu(), inputs.get("attention_mask").cpu(), image_token_id)
+    masks = prompt_masks(ids.cpu(), inputs["attention_mask"].cpu(), image_token_id)
     m = masks[positions].float()
     empty = m.sum(1) == 0  # e.g. image_tokens on a text-only row: fall back to the whole prompt
     m[empty] = masks["all_prompt"][empty].float()
     return m / m.sum(1, keepdim=True).clamp(min=1)
 
 
-def collect(session, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *, positions: str = "last_prompt_token",
-            batch_size: int = 16, pixel_override: Optional[dict[int, torch.Tensor]] = None,
+def collect(session: ModelSession, items: Sequence[ContrastItem], refs: Sequence[SiteRef], *,
+            positions: str = "last_prompt_token", batch_size: int = 16,
+            pixel_override: Optional[dict[int, torch.Tensor]] = None,
             desc: str = "activations", progress: bool = True, store: Optional[ActivationStore] = None
             ) -> Mapping[int, torch.Tensor]:
     """{layer: [N, D]} activations for every item (image rows and text rows batched separately).

@@ -9,7 +9,7 @@ the tests). Weights are frozen for the duration and restored after.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from PIL import Image
 
 from .data.items import ContrastItem
 from .pgd import normalize, pgd_linf, pixel_spec
+
+if TYPE_CHECKING:
+    from .session import ModelSession
 
 
 def qwen_patchify(images_norm: torch.Tensor, patch: int, merge: int, temporal: int) -> torch.Tensor:
@@ -40,7 +43,7 @@ class PixelPipe:
         out = []
         for im in images:
             h, w = self.spec.output_hw(im.height, im.width)
-            arr = np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+            arr = np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
             out.append(torch.from_numpy(arr).permute(2, 0, 1))
         return torch.stack(out)
 
@@ -81,7 +84,7 @@ def target_nll(session, items: Sequence[ContrastItem], pipe: PixelPipe, x01: tor
     return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def attack(session, items: Sequence[ContrastItem], spec, *, batch_size: int = 8, seed: int = 0,
+def attack(session: ModelSession, items: Sequence[ContrastItem], spec, *, batch_size: int = 8, seed: int = 0,
            progress: bool = True) -> tuple[dict[int, torch.Tensor], dict]:
     """Targeted PGD on every item that has an image. Returns ({item index: pixel_values rows}, report)."""
     from tqdm import tqdm
@@ -97,7 +100,7 @@ def attack(session, items: Sequence[ContrastItem], spec, *, batch_size: int = 8,
         for s in tqdm(range(0, len(idx), batch_size), desc="PGD", disable=not progress, leave=False):
             chunk = idx[s:s + batch_size]
             sub = [items[i] for i in chunk]
-            x01 = pipe.to01([it.image for it in sub])
+            x01 = pipe.to01([it.image for it in sub if it.image is not None])  # recall rows all have images
             adv, info = pgd_linf(x01, lambda x: target_nll(session, sub, pipe, x), epsilon=spec.epsilon,
                                  step=spec.step, steps=spec.steps, random_start=spec.random_start, generator=gen)
             rows = pipe.pixel_values(adv).detach()

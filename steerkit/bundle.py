@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safetensors import SafetensorError
 
 from steerkit import __version__
+from steerkit.bounded_io import file_kind
 from steerkit.errors import BundleError, Problem, choices_hint
 
 FORMAT = "steerkit.bundle"
@@ -63,7 +66,7 @@ class DataRef(_Strict):
 class BundleManifest(_Strict):
     """Everything needed to trust and reuse the tensors: provenance, dimensions, integrity hashes."""
 
-    format: Literal["steerkit.bundle"] = FORMAT
+    format: Literal["steerkit.bundle"] = "steerkit.bundle"  # FORMAT
     format_version: int = FORMAT_VERSION
     steerkit_version: str
     created_at: str = Field(pattern=_UTC)  # not in tensors_sha256, so identical re-runs hash the same
@@ -79,14 +82,19 @@ class BundleManifest(_Strict):
     gate: dict[str, Any]  # {"rule": ..., params, fitted stats; optional "layer": shared read layer}
     data: dict[str, DataRef] = Field(default_factory=dict)  # name -> hash of each data set used
     recipe: dict[str, Any] = Field(default_factory=dict)  # the resolved recipe
+    strength: dict[str, Any] | None = None  # steer.strength.search: chosen "lambda" and the scored grid
     recipe_sha256: str = Field(pattern=_SHA)
     tensors_sha256: str = Field(pattern=_SHA)
     extra: dict[str, str] = Field(default_factory=dict)
+    # model / world / data / fit-settings fingerprints (steerkit.fingerprint); None in older bundles
+    fitted_on: dict[str, Any] | None = None
 
-    @field_validator("direction", "gate", "recipe")
+    @field_validator("direction", "gate", "recipe", "strength", "fitted_on")
     @classmethod
-    def _json(cls, v: dict) -> dict:
+    def _json(cls, v: dict | None) -> dict | None:
         """Hold only what survives the metadata round trip (tuples -> lists), so save->load is identity."""
+        if v is None:
+            return None
         try:
             return json.loads(json.dumps(v, allow_nan=False, ensure_ascii=False))
         except (TypeError, RecursionError) as e:  # pydantic only reports ValueErrors (NaN, inf)
@@ -97,6 +105,9 @@ class BundleManifest(_Strict):
         """Cross-field rules: a named method and rule, and every layer inside the model."""
         if not isinstance(self.direction.get("method"), str) or not isinstance(self.gate.get("rule"), str):
             raise ValueError('direction needs a "method" and gate a "rule" (e.g. "always_on")')
+        lam = (self.strength or {}).get("lambda")
+        if self.strength is not None and not (type(lam) in (int, float) and math.isfinite(float(lam))):  # type: ignore[arg-type]
+            raise ValueError(f"strength.lambda must be a finite number, got {lam!r}")
         shared, n = self.gate.get("layer"), self.num_layers
         if shared is not None and (type(shared) is not int or not 0 <= shared < n):
             raise ValueError(f"gate.layer {shared!r} is not a layer in 0..{n - 1}")
@@ -146,12 +157,8 @@ def _problem(where: str, msg: str, code: str, key: str | None = None, hint: str 
 
 def _prototype_lists(gate: dict, where: str) -> list[Problem]:
     """Per-prototype lists in the manifest: one entry per prototype (linear is optional, older bundles)."""
-    k = gate.get("prototypes", 0)
+    k, n_w = gate.get("prototypes", 0), gate.get("whitening_matrices", 0)  # checked by _manifest_values
     out = []
-    n_w = gate.get("whitening_matrices", 0)
-    if not isinstance(n_w, int) or isinstance(n_w, bool) or not 0 <= n_w <= 2:
-        return [_problem(where, "manifest gate.whitening_matrices must be 0, 1 or 2", "SK406",
-                         "gate.whitening_matrices")]
     for name, kinds in (("prototype_image", (bool,)), ("prototype_linear", (bool,)), ("prototype_whiten", (int,)),
                         ("prototype_scale", (int, float)), ("prototype_bias", (int, float))):
         v = gate.get(name)
@@ -163,29 +170,75 @@ def _prototype_lists(gate: dict, where: str) -> list[Problem]:
                                 f"-1..{n_w - 1}", "SK406", "gate.prototype_whiten"))
             continue
         if (not isinstance(v, list) or len(v) != k
-                or not all(isinstance(x, kinds) and (bool not in kinds or type(x) is bool) for x in v)):
+                or not all(type(x) is bool if bool in kinds else _number(x) for x in v)):
             out.append(_problem(where, f"manifest gate.{name} must list {k} "
                                 f"{'booleans' if bool in kinds else 'numbers'} (one per prototype)", "SK406",
                                 f"gate.{name}"))
     return out
 
 
+def _number(v: Any) -> bool:
+    """A JSON number that means one: an int or a finite float, never a bool (True is an int in Python)."""
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _shown(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False)[:60]
+
+
+def _manifest_values(m: BundleManifest, names: list[str], where: str) -> list[Problem]:
+    """The free-form manifest values compile and the runtime read (gate.bias, gate.scale, counts), checked
+    by type and against the tensors present before any name is built from them: a 2 KB file that claims
+    10**9 prototypes must cost nothing, and a bias of "abc" must fail here, naming the field (#18)."""
+    out, gate, n_layers = [], m.gate, m.num_layers
+    n_dir = sum(len(layers) for layers in m.sites.values())
+    if n_dir > len(names):
+        out.append(_problem(where, f"manifest sites list {n_dir} steered layers but the file holds only "
+                            f"{len(names)} tensors", "SK406", "sites"))
+    bias = gate.get("bias", {})
+    if not isinstance(bias, dict) or not all(_number(v) for v in bias.values()):
+        out.append(_problem(where, f'manifest gate.bias must map layers to numbers, e.g. {{"3": -0.5}} (got '
+                            f"{_shown(bias)})", "SK406", "gate.bias"))
+    elif any(not re.fullmatch(r"0|[1-9][0-9]{0,8}", k) or int(k) >= n_layers for k in bias):
+        out.append(_problem(where, f"manifest gate.bias keys must be layers in 0..{n_layers - 1} (got "
+                            f"{_shown(sorted(bias)[:5])})", "SK406", "gate.bias"))
+    if "scale" in gate and not _number(gate["scale"]):
+        out.append(_problem(where, f"manifest gate.scale must be a number (got {_shown(gate['scale'])})",
+                            "SK406", "gate.scale"))
+    zero = m.direction.get("zero_layers", [])
+    if not isinstance(zero, list) or not all(type(x) is int and 0 <= x < n_layers for x in zero):
+        out.append(_problem(where, f"manifest direction.zero_layers must list layers in 0..{n_layers - 1} "
+                            f"(got {_shown(zero)})", "SK406", "direction.zero_layers"))
+    if gate.get("rule") == "prototype":
+        k, n_w = gate.get("prototypes", 0), gate.get("whitening_matrices", 0)
+        n_proto = sum(1 for n in names if n.startswith("gate_proto."))
+        if type(k) is not int or not 0 <= k <= n_proto:
+            out.append(_problem(where, f"manifest gate.prototypes must count the gate_proto tensors present "
+                                f"(0..{n_proto}); got {_shown(k)}", "SK406", "gate.prototypes"))
+        if type(n_w) is not int or not 0 <= n_w <= 2:
+            out.append(_problem(where, f"manifest gate.whitening_matrices must be 0, 1 or 2; got {_shown(n_w)}",
+                                "SK406", "gate.whitening_matrices"))
+        if not out:
+            out += _prototype_lists(gate, where)
+    return out
+
+
 def _check(tensors: dict[str, Any], m: BundleManifest, where: str) -> list[Problem]:
     """Every way tensors and manifest can disagree, collected so the user sees them all at once."""
+    out = _manifest_values(m, list(tensors), where)
+    if out:  # the names below are built from these counts: never from unchecked ones
+        return out
     wanted = {f"direction.{site}.{layer}" for site, layers in m.sites.items() for layer in layers}
     if m.gate.get("rule") != "prototype":  # prototype gates keep per-prototype centres instead
         wanted |= {f"gate.{site}.{layer}" for site in m.sites for layer in m.gate_layers(site)}
     else:
-        k = m.gate.get("prototypes", 0)
+        k, n_w = m.gate.get("prototypes", 0), m.gate.get("whitening_matrices", 0)
         wanted |= {f"gate_{kind}.{site}.{layer}.{i}" for site in m.sites for layer in m.gate_layers(site)
-                   for i in range(k if isinstance(k, int) else 0) for kind in ("proto", "center", "scale")}
-        n_w = m.gate.get("whitening_matrices", 0)
+                   for i in range(k) for kind in ("proto", "center", "scale")}
         wanted |= {f"gate_whiten.{site}.{layer}.{i}" for site in m.sites for layer in m.gate_layers(site)
-                   for i in range(n_w if isinstance(n_w, int) else 0)}
+                   for i in range(n_w)}
     out = [_problem(where, f"tensor {n!r} is missing; manifest sites/gate call for it", "SK406", "sites")
            for n in sorted(wanted - tensors.keys())]
-    if m.gate.get("rule") == "prototype":
-        out += _prototype_lists(m.gate, where)
     for name, t in sorted(tensors.items()):
         steering = _NAME.match(name) or _PROTO.match(name)
         if steering and name not in wanted:
@@ -234,6 +287,21 @@ def _decode(meta: dict[str, str], where: str) -> BundleManifest:
         raise BundleError(f"{where} has an invalid manifest", _pydantic_problems(e, where)) from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return out
+
+
 def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
     """Return the file's bytes and string metadata. The data is read only once the header passed, so a
     forged length or a huge non-bundle file costs nothing; O_NONBLOCK keeps a FIFO from hanging open."""
@@ -242,7 +310,10 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
         return BundleError(f"cannot read bundle {where}", [_problem(where, msg, code, hint=hint)])
     try:
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0))) as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a FIFO, device or socket: never wait on it or read it
+                raise bad(f"not a regular file ({file_kind(st.st_mode)})", "SK401", "pass a bundle file")
+            size = st.st_size
             if size < 8:
                 raise bad(f"file is {size} bytes; a safetensors file starts with an 8-byte header length")
             (n,) = struct.unpack("<Q", f.read(8))
@@ -250,7 +321,9 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
                 raise bad(f"header length {n} is impossible for a {size}-byte file (cap {MAX_HEADER_BYTES})")
             head = f.read(n)
             try:
-                header = json.loads(head.decode("utf-8"))
+                header = json.loads(head.decode("utf-8"), object_pairs_hook=_unique_keys)
+            except _DuplicateKey as e:  # JSON keeps the last of two equal keys: a shadowed tensor (#18)
+                raise bad(f"header names {e.args[0]!r} twice (a tensor or metadata key may appear once)") from None
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise bad(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
             meta = header.get("__metadata__") or {} if isinstance(header, dict) else None

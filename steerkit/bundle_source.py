@@ -13,13 +13,17 @@ A fetched bundle is verified against its manifest like any other (``Bundle.load`
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional
 
 from .errors import BundleError, Problem
 
 HUB_PREFIX = "hf://"
+PATH_MAX, NAME_MAX = 4095, 255  # bytes, as Linux and macOS count them: longer paths fail with ENAMETOOLONG
 DEFAULT_FILE = "bundle.safetensors"
 _HUB = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+?))?(?:/(?P<file>[\w./-]+))?$")
 
@@ -74,6 +78,65 @@ def in_folder(folder: Path) -> Path:
         f"{DEFAULT_FILE}", "SK422")])
 
 
-def local_bundle(path: Path) -> Path:
-    """A local bundle reference made concrete: folders resolve to the bundle file they hold."""
-    return in_folder(path) if path.is_dir() else path
+def path_text_problem(spec: str) -> Optional[str]:
+    """Why a path string cannot name a file at all (NUL byte, over-long, not encodable), or None.
+
+    Asked before the filesystem is, so such a path is an input error rather than an OSError traceback
+    (5,000 characters) or a silently "missing" file (a NUL byte: pathlib answers False, issue #14)."""
+    if "\0" in spec:
+        return "contains a NUL byte"
+    try:
+        raw = os.fsencode(spec)
+    except UnicodeEncodeError:
+        return "is not encodable as a file name (a lone surrogate?)"
+    if len(raw) > PATH_MAX:
+        return f"is {len(raw)} bytes long; paths are limited to {PATH_MAX}"
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"has a {len(longest)}-byte name; names are limited to {NAME_MAX}"
+    return None
+
+
+def check_spec(spec: str, key: str) -> None:
+    """Raise a BundleError when ``spec`` (a ``--bundle``/``-o`` value or ``bundle.path``) cannot be a path."""
+    why = path_text_problem(spec)
+    if why:
+        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        raise BundleError(f"unusable bundle path {shown!r}", [Problem(
+            f"the bundle path {why}", None, None, None, key, "give the path of a bundle file", "SK430")])
+
+
+def _unreadable(path: Path, key: str, msg: str, hint: str, code: str = "SK431") -> BundleError:
+    return BundleError(f"cannot read bundle {path}", [Problem(msg, str(path), None, None, key, hint, code)])
+
+
+def local_bundle(path: Path, key: str = "bundle.path", *, must_exist: bool = False, for_writing: bool = False
+                 ) -> Path:
+    """A local bundle reference made concrete: folders resolve to the bundle file they hold.
+
+    ``must_exist`` (an explicit ``--bundle``): a path that does not exist, a dangling symlink, a symlink
+    loop or a folder without a bundle is an error, never "missing, so extract one" (#18). Without it a
+    missing path is returned for extract to write, but a broken symlink is still an error."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _unreadable(path, key, "the path is a symlink to nothing (dangling)",
+                              "fix or remove the symlink") from None
+        if must_exist:
+            raise _unreadable(path, key, "no such file or folder",
+                              "check the path, or leave --bundle out to use (or extract) the recipe's "
+                              "bundle.path") from None
+        return path
+    except OSError as e:
+        why = "the path is a symlink loop" if e.errno == errno.ELOOP else f"cannot look at it: {e.strerror or e}"
+        raise _unreadable(path, key, why, "check the path and its symlinks") from None
+    if not stat.S_ISDIR(st.st_mode):
+        return path
+    if for_writing:
+        return path / DEFAULT_FILE
+    found = in_folder(path)
+    if must_exist and not found.is_file():
+        raise _unreadable(path, key, "the folder holds no bundle (it is empty)",
+                          f"point at a bundle file or a folder holding one (e.g. {path / DEFAULT_FILE})")
+    return found

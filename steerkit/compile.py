@@ -15,7 +15,7 @@ import torch
 from .adapter import Adapter
 from .errors import CompileError, Problem
 from .plan import SITE_ORDER, GateOp, Plan, SiteRef, TensorTable, WriteOp
-from .recipe import LayerRange, Recipe
+from .recipe import AlwaysOnGate, CosineGate, LayerRange, PrototypeGate, Recipe, StrengthSpec
 
 
 def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list[Problem]) -> list[int]:
@@ -29,6 +29,12 @@ def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list
             problems.append(Problem(f"layers {bad} are outside the model's 0..{num_layers - 1}", None, None, None,
                                     "steer.layers", fix, "SK301"))
         layers = [norm(i) for i in spec]
+        same = sorted({i for i in layers if 0 <= i < num_layers and layers.count(i) > 1})
+        if same:  # e.g. [3, -1] on 4 layers: the direction would be added twice at layer 3
+            problems.append(Problem(f"layers {[i for i in spec if norm(i) in same]} name layer "
+                                    f"{', '.join(map(str, same))} more than once (negative indices count "
+                                    f"from the end of {num_layers})", None, None, None, "steer.layers",
+                                    "list each layer once", "SK301"))
     else:
         start = norm(spec.start)
         stop = num_layers if spec.stop is None else norm(spec.stop)
@@ -52,6 +58,26 @@ def resolve_layers(spec: LayerRange | list[int], num_layers: int, problems: list
 def site_ref(adapter: Adapter, site: str, layer: int) -> SiteRef:
     spec = adapter.sites[site]
     return SiteRef(site, layer, adapter.module_path(site, layer), spec.io, spec.output_index)
+
+
+def resolve_strength(spec: StrengthSpec, bundle: Any = None, problems: Optional[list[Problem]] = None
+                     ) -> tuple[float, str]:
+    """The lambda to steer with and where it comes from: ``recipe`` (steer.strength.lambda, which overrides
+    a calibration), ``bundle`` (chosen by steer.strength.search at extract), or ``pending`` (a dry run
+    before extraction: 0.0 stands in). A missing calibration is appended to ``problems``."""
+    if spec.lambda_ is not None:
+        return float(spec.lambda_), "recipe"
+    if bundle is None:
+        return 0.0, "pending"
+    calibrated = getattr(bundle.manifest, "strength", None)
+    if not calibrated:
+        if problems is not None:
+            problems.append(Problem("the recipe calibrates lambda (steer.strength.search) but the bundle holds no "
+                                    "calibrated strength", None, None, None, "steer.strength",
+                                    "re-extract the bundle with this recipe (steerkit extract RECIPE), or set "
+                                    "steer.strength.lambda", "SK322"))
+        return 0.0, "pending"
+    return float(calibrated["lambda"]), "bundle"
 
 
 def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
@@ -129,12 +155,11 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
             tensors[name] = t
         return name
 
-    rule = gate_spec.rule
-    if rule == "always_on":
+    if isinstance(gate_spec, AlwaysOnGate):
         gate = GateOp("always_on")
-    elif rule == "cosine_threshold":
+    elif isinstance(gate_spec, CosineGate):
         gate = GateOp("cosine", positions=read_pos, pool=gate_spec.read.pool, threshold=gate_spec.threshold)
-    elif rule == "prototype":
+    elif isinstance(gate_spec, PrototypeGate):
         if shared_read is None:
             raise CompileError(f"recipe '{recipe.name}' cannot be compiled", problems or [Problem(
                 "a prototype gate needs gate.layer", None, None, None, "gate.layer", None, "SK310")])
@@ -153,15 +178,16 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
                       proto_bias=tuple(float(x) for x in gm.get("prototype_bias", [])),
                       prototypes=tuple(need(f"gate_proto.{steer.site}.{layer}.{i}", "gate") for i in range(k)),
                       bias=float(gm.get("bias", {}).get(str(layer), 0.0)), scale=float(gm.get("scale", 1.0)),
-                      clip=tuple(gate_spec.clip) if gate_spec.clip else None)
+                      clip=gate_spec.clip)
     else:
         vec = bias = None
         if shared_read is not None:
             vec = need(f"gate.{steer.site}.{shared_read.layer}", "gate.layer")
             bias = gate_biases.get(str(shared_read.layer), 0.0)
         gate = GateOp("linear", positions=read_pos, pool=gate_spec.read.pool, read=shared_read, vector=vec,
-                      bias=bias or 0.0, clip=tuple(gate_spec.clip) if gate_spec.clip else None)
+                      bias=bias or 0.0, clip=gate_spec.clip)
 
+    strength, _ = resolve_strength(steer.strength, bundle, problems)
     writes = []
     for layer in layers:
         direction = need(f"direction.{steer.site}.{layer}", "steer.layers")
@@ -170,7 +196,7 @@ def compile_recipe(recipe: Recipe, adapter: Adapter, bundle: Any = None, *,
             gvec = need(f"gate.{steer.site}.{layer}", "gate")
             gbias = gate_biases.get(str(layer), 0.0)
         writes.append(WriteOp(site_ref(adapter, steer.site, layer), steer.op, direction,
-                              float(steer.strength.lambda_), float(steer.clamp_value), tuple(steer.positions),
+                              strength, float(steer.clamp_value), tuple(steer.positions),
                               gvec, gbias))
     if problems:
         raise CompileError(f"recipe '{recipe.name}' cannot be compiled for adapter '{adapter.name}'", problems)

@@ -40,11 +40,18 @@ def eval_items_for(loaded: LoadedRecipe, splits=None) -> list:
 def make_fns(session, steerer=None):
     """generate_fn and gate_fn over EvalItems for the evaluator."""
 
+    def conversation(batch):  # earlier turns and a forced answer start (re-elicitation attacks), when any
+        if not any(getattr(i, "history", ()) or getattr(i, "assistant_prefix", "") for i in batch):
+            return {}
+        return {"histories": [i.history for i in batch], "prefixes": [i.assistant_prefix for i in batch]}
+
     def generate_fn(batch, max_new_tokens):
-        return session.generate([i.prompt for i in batch], [i.image for i in batch], max_new_tokens, steerer=steerer)
+        return session.generate([i.prompt for i in batch], [i.image for i in batch], max_new_tokens, steerer=steerer,
+                                **conversation(batch))
 
     def gate_fn(batch):
-        gates = steerer.gate_values(session.encode([i.prompt for i in batch], [i.image for i in batch]).inputs)
+        gates = steerer.gate_values(session.encode([i.prompt for i in batch], [i.image for i in batch],
+                                                   **conversation(batch)).inputs)
         return [float(x) for x in next(iter(gates.values()))]
 
     return generate_fn, (gate_fn if steerer is not None else None)
@@ -67,6 +74,10 @@ def run_eval(loaded: LoadedRecipe, session, bundle, *, out_dir: Optional[Path] =
     with steer(session.model, plan, session.image_token_id, remote=session.remote) as steerer:
         gen_s, gate_fn = make_fns(session, steerer)
         steered = evaluate(items, gen_s, batch_size=spec.batch_size, progress=progress, gate_fn=gate_fn)
+    if steered.has_gate:  # the calibration's retain_open_rate promise, measured on this evaluation
+        from .gate_report import retain_open_report
+
+        steered.meta["retain_open"] = retain_open_report(steered, loaded.recipe, bundle)
     results = {"vanilla": vanilla, "steered": steered}
     out = Path(out_dir) if out_dir else loaded.resolve(spec.out)
     paths = write_report(out, results, title=title or f"{loaded.recipe.name}: vanilla vs steered")

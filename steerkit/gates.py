@@ -56,7 +56,7 @@ def _check_clip(clip: Any) -> tuple[float, float] | None:
     lohi = None if clip is None else tuple(float(v) for v in clip)
     if lohi is not None and not (len(lohi) == 2 and all(map(math.isfinite, lohi)) and lohi[0] < lohi[1]):
         raise _bad_param("clip", f"clip must be [lo, hi] with lo < hi; got {clip}", "use [0.0, 1.0]")
-    return lohi  # type: ignore[return-value]
+    return lohi
 
 
 def gate_values(H: Tensor, g: Tensor, *, bias: float = 0.0, clip: Any = None) -> Tensor:

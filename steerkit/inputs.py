@@ -29,25 +29,49 @@ class EncodedBatch:
         return int(self.inputs["input_ids"].shape[0])
 
 
-def render_prompt(processor: Any, tokenizer: Any, prompt_spec: PromptSpec, text: str, has_image: bool) -> str:
-    """User text -> the model's prompt string (chat template + generation prompt), no answer."""
+def render_prompt(processor: Any, tokenizer: Any, prompt_spec: PromptSpec, text: str, has_image: bool,
+                  history: Sequence[tuple[str, str]] = (), assistant_prefix: str = "") -> str:
+    """User text -> the model's prompt string (chat template + generation prompt), no answer.
+
+    ``history``: earlier (user, assistant) turns, the image attached to the first user turn;
+    ``assistant_prefix``: text the answer is forced to start with (both for re-elicitation attacks).
+    """
     template_owner = processor if getattr(processor, "chat_template", None) else (
         tokenizer if getattr(tokenizer, "chat_template", None) else None)
+    turns = [*history, (text, None)]
     if prompt_spec.style == "chat_template" and template_owner is not None:
-        content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": text}]
-        messages = [{"role": "user", "content": content}]
-        return template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    image = prompt_spec.image_placeholder if has_image else ""
-    return prompt_spec.format.replace("{image}", image).replace("{text}", text)
+        messages: list[dict[str, Any]] = []
+        for i, (user, reply) in enumerate(turns):
+            content = ([{"type": "image"}] if has_image and i == 0 else []) + [{"type": "text", "text": user}]
+            messages.append({"role": "user", "content": content})
+            if reply is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+        out = template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        parts = []
+        for i, (user, reply) in enumerate(turns):
+            image = prompt_spec.image_placeholder if has_image and i == 0 else ""
+            parts.append(prompt_spec.format.replace("{image}", image).replace("{text}", user)
+                         + (f" {reply}\n" if reply is not None else ""))
+        out = "".join(parts)
+    return out + (" " + assistant_prefix.strip() if assistant_prefix.strip() else "")
 
 
 def encode(processor: Any, tokenizer: Any, prompt_spec: PromptSpec, prompts: Sequence[str],
            images: Sequence[Optional[Image.Image]], answers: Optional[Sequence[str]] = None, *,
-           padding_side: str = "left", max_length: Optional[int] = None) -> EncodedBatch:
-    """Encode a batch. With ``answers``, each row is prompt + ' ' + answer + EOS and labels cover the answer."""
+           padding_side: str = "left", max_length: Optional[int] = None,
+           histories: Optional[Sequence[Sequence[tuple[str, str]]]] = None,
+           prefixes: Optional[Sequence[str]] = None) -> EncodedBatch:
+    """Encode a batch. With ``answers``, each row is prompt + ' ' + answer + EOS and labels cover the answer.
+
+    ``histories`` / ``prefixes`` (one per row) add earlier turns / a forced answer start (see render_prompt).
+    """
     if len(images) != len(prompts) or (answers is not None and len(answers) != len(prompts)):
         raise ValueError("prompts, images and answers must have the same length")
-    texts = [render_prompt(processor, tokenizer, prompt_spec, p, im is not None) for p, im in zip(prompts, images)]
+    histories = histories or [()] * len(prompts)
+    prefixes = prefixes or [""] * len(prompts)
+    texts = [render_prompt(processor, tokenizer, prompt_spec, p, im is not None, h, x)
+             for p, im, h, x in zip(prompts, images, histories, prefixes)]
     answer_ids: list[list[int]] = []
     if answers is not None:
         eos = tokenizer.eos_token or ""

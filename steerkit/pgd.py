@@ -128,6 +128,7 @@ def pgd_linf(images01: Tensor, loss_fn: LossFn, *, epsilon: float, step: float, 
                 best_step[better] = t
             if t < steps:
                 x = torch.minimum(torch.maximum(x.detach() - step * grad.sign(), lo), hi)
+    assert loss_before is not None and best_loss is not None  # the loop runs at least once
     info = PGDInfo(loss_before, best_loss, loss, best_step, x.detach(), float(epsilon), float(step), steps)
     return best, info
 

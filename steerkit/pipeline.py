@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
 from .errors import AdapterError, CompileError, Problem, RecipeError
+from .fingerprint import check_fitted_on, ensure_fitted_on, expand_bundle_path
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
+from .strength import strength_note
+
+if TYPE_CHECKING:
+    from .session import ModelSession
 
 EMBEDDED_ADAPTERS = {"llava": "llava", "qwen2_5_vl": "qwen2_5_vl"}
 
@@ -33,9 +38,15 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
         return {"architectures": [arch] if arch else [], "text_config": text, **text}
     local = loaded.resolve(spec.id)
     if (local / "config.json").is_file():
-        try:
-            config = json.loads((local / "config.json").read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        from .bounded_io import UnreadableFile, read_bounded
+
+        try:  # bounded: a config is KBs; a multi-GB file named config.json must not be read whole
+            config = json.loads(read_bounded(local / "config.json", 16 << 20).decode("utf-8"))
+        except UnreadableFile as exc:
+            raise AdapterError("the model's config.json cannot be read", [Problem(
+                exc.reason, str(local / "config.json"), None, None, "model.id",
+                "re-save the model with save_pretrained", "SK464")]) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise AdapterError("the model's config.json is not valid JSON", [Problem(
                 str(exc), str(local / "config.json"), None, None, "model.id",
                 "re-save the model with save_pretrained", "SK464")]) from None
@@ -55,7 +66,7 @@ def _config_json(loaded: LoadedRecipe) -> Optional[dict]:
 def resolve_adapter(loaded: LoadedRecipe, config: Optional[dict]) -> Adapter:
     spec = loaded.recipe.model
     if spec.adapter != "auto":
-        return get_adapter(spec.adapter)
+        return get_adapter(spec.adapter, loaded.base_dir)
     if spec.id.startswith("embedded:"):
         name = spec.id.split(":", 1)[1]
         if name not in EMBEDDED_ADAPTERS:
@@ -75,12 +86,18 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
     """The bundle file to read (or write): ``--bundle``/``-o`` first, else ``bundle.path``.
 
     Accepts a file, a Hub-like folder, or ``hf://OWNER/REPO[@REV][/FILE]`` (read-only: fetched into the
-    Hub cache); see ``steerkit.bundle_source``."""
-    from .bundle_source import DEFAULT_FILE, fetch_hub, is_hub, local_bundle
+    Hub cache); see ``steerkit.bundle_source``. An explicit ``--bundle`` to read must exist: only the
+    recipe's own ``bundle.path`` may be missing (then it is extracted). ``{fit}`` in ``bundle.path``
+    becomes the recipe's ``steerkit.fingerprint.fit_key``."""
+    from .bundle_source import check_spec, fetch_hub, is_hub, local_bundle
 
     spec = str(override) if override else (loaded.recipe.bundle.path if loaded.recipe.bundle else None)
     if spec is None:
         return None
+    key = ("-o" if for_writing else "--bundle") if override else "bundle.path"
+    check_spec(spec, key)
+    if not override:  # {fit}: one bundle per model, world, data sources and fit settings (issue #19)
+        spec = expand_bundle_path(spec, loaded.recipe)
     if is_hub(spec):
         if for_writing:
             raise RecipeError("cannot write a bundle to the Hub", [Problem(
@@ -89,9 +106,7 @@ def bundle_path(loaded: LoadedRecipe, override: Optional[str] = None, *, for_wri
                 "SK205")])
         return fetch_hub(spec)
     path = Path(spec) if override else loaded.resolve(spec)
-    if path.is_dir():
-        return path / DEFAULT_FILE if for_writing else local_bundle(path)
-    return path
+    return local_bundle(path, key, must_exist=bool(override) and not for_writing, for_writing=for_writing)
 
 
 def dry_plan(recipe_path: str | Path, overrides: list[str] | None = None, bundle_path_: Optional[str] = None,
@@ -116,7 +131,11 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
     bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
     dims = _dims(adapter, config, loaded)
     if bundle is not None:
-        warnings += stale_data_warnings(loaded, bundle)
+        # the recipe's own bundle must have been fitted on this recipe's world, data and fit settings, as
+        # apply and eval will demand; a bundle given explicitly (compile --bundle) only gets warnings
+        check_fitted_on(bundle, loaded, allow_foreign=bundle_path_ is not None,
+                        log=lambda m: warnings.append(m.removeprefix("warning: ")))
+        warnings += stale_data_warnings(loaded, bundle) if bundle.manifest.fitted_on is None else []
     elif dims is None:
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
@@ -124,6 +143,9 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             "model folder", "SK464")])
     plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
                           architecture=(config or {}).get("architectures", [None])[0])
+    note = strength_note(loaded, bundle, info=False)
+    if note:
+        warnings.append(note)
     return plan, warnings
 
 
@@ -141,7 +163,7 @@ def _dims(adapter: Adapter, config: Optional[dict], loaded: LoadedRecipe) -> Opt
 
 def stale_data_warnings(loaded: LoadedRecipe, bundle: Bundle) -> list[str]:
     """Warn when data the bundle was extracted from changed since (hash mismatch)."""
-    from .extract import _data_hash
+    from .extraction import _data_hash
 
     out = []
     for name, ref in bundle.manifest.data.items():
@@ -163,18 +185,53 @@ def zero_direction_warning(bundle: Bundle) -> Optional[str]:
             "so steering does nothing at those layers")
 
 
-def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] = None, progress: bool = True,
-               log=print, activations: str = "auto", spill_dir: Optional[str] = None,
-               extract_missing: bool = True) -> Bundle:
-    """Load the recipe's bundle (checked against the model), extracting and saving it first if missing
-    (or, with ``extract_missing=False``, saying how to make it)."""
-    from .extract import extract
+def check_foreign_flag(bundle_override: Optional[str], allow_foreign: bool) -> None:
+    """--allow-foreign-bundle only with an explicit --bundle: the recipe's own path is never foreign."""
+    if allow_foreign and not bundle_override:
+        raise RecipeError("--allow-foreign-bundle needs --bundle", [Problem(
+            "--allow-foreign-bundle was given without --bundle", None, None, None, "--allow-foreign-bundle",
+            "name the bundle you mean to apply with --bundle PATH; the recipe's own bundle must fit the run",
+            "SK437")])
 
+
+def preflight_bundle(loaded: LoadedRecipe, *, bundle_override: Optional[str] = None, allow_foreign: bool = False,
+                     log=print) -> Optional[Bundle]:
+    """Load an existing bundle and check its world, data and fit settings against the recipe before any
+    model loads (or trains: an embedded model of a new world takes minutes); None when there is none.
+    Pass the result to ``get_bundle(preflight=...)``, which then checks the weights."""
+    check_foreign_flag(bundle_override, allow_foreign)
+    path = bundle_path(loaded, bundle_override)
+    if path is None or not path.exists():
+        return None
+    bundle = Bundle.load(path)
+    check_fitted_on(bundle, loaded, explicit=bundle_override is not None, allow_foreign=allow_foreign, log=log)
+    return bundle
+
+
+def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: Optional[str] = None,
+               progress: bool = True, log=print, activations: str = "auto", spill_dir: Optional[str] = None,
+               extract_missing: bool = True, allow_foreign: bool = False, preflight: Optional[Bundle] = None,
+               preloaded: Optional[Bundle] = None) -> Bundle:
+    """Load the recipe's bundle, extracting and saving it first if missing (or, with
+    ``extract_missing=False``, saying how to make it). A loaded bundle must fit the model's dimensions
+    and have been fitted on this model, world, data and fit settings (``steerkit.fingerprint``): a
+    mismatch raises BundleError, or only warns with ``allow_foreign`` and an explicit ``bundle_override``.
+    ``preflight``: the bundle ``preflight_bundle`` already loaded and checked (only the weights remain);
+    ``preloaded``: a bundle read before the model loaded (a bad file fails fast), not yet checked."""
+    from .extraction import extract
+
+    check_foreign_flag(bundle_override, allow_foreign)
     hidden, layers = session.dims
     expect = ModelFingerprint(session.architecture, hidden, layers)
     path = bundle_path(loaded, bundle_override)
-    if path is not None and path.exists():
-        return Bundle.load(path, expect=expect)
+    early = preflight if preflight is not None else preloaded
+    if early is not None or (path is not None and path.exists()):
+        bundle = early if early is not None else Bundle.load(path, expect=expect)  # type: ignore[arg-type]
+        bundle.check_fits(expect)
+        check_fitted_on(bundle, loaded, session, explicit=bundle_override is not None, allow_foreign=allow_foreign,
+                        log=log, recipe_level=preflight is None)
+        _log_strength(loaded, bundle, log)
+        return bundle
     if not extract_missing:
         raise RecipeError("the bundle is missing", [Problem(
             f"no bundle at {path}" if path else "the recipe has no bundle.path", str(loaded.path), None, None,
@@ -188,15 +245,25 @@ def get_bundle(loaded: LoadedRecipe, session, *, bundle_override: Optional[str] 
     if path is not None:
         bundle.save(path)
         log(f"wrote {path}")
+    _log_strength(loaded, bundle, log)
     return bundle
 
 
-def plan_for(loaded: LoadedRecipe, session, bundle: Bundle) -> Plan:
+def _log_strength(loaded: LoadedRecipe, bundle: Bundle, log) -> None:
+    note = strength_note(loaded, bundle)
+    if note:
+        log(note)
+
+
+def plan_for(loaded: LoadedRecipe, session: ModelSession, bundle: Bundle) -> Plan:
+    """The runnable plan of ``bundle`` on ``session``'s model; refuses a bundle fitted on another model,
+    world, data or fit settings (``steerkit.fingerprint.ensure_fitted_on``)."""
     expect = loaded.recipe.model.expect
     if expect is not None and (expect.hidden_size, expect.num_layers) != tuple(session.dims):
         raise AdapterError("the model does not have the dimensions the recipe expects", [Problem(
             f"recipe expects hidden {expect.hidden_size} x {expect.num_layers} layers, the model has "
             f"{session.dims[0]} x {session.dims[1]}", str(loaded.path), None, None, "model.expect",
             "fix model.expect or model.id", "SK465")])
+    ensure_fitted_on(bundle, loaded, session)
     return compile_recipe(loaded.recipe, session.adapter, bundle, dims=session.dims,
                           architecture=session.architecture)

@@ -42,9 +42,10 @@ def prompt_masks(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
 
 
 def union(masks: dict[str, torch.Tensor], names) -> torch.Tensor:
-    out = None
+    out: Optional[torch.Tensor] = None
     for n in names:
         out = masks[n] if out is None else out | masks[n]
+    assert out is not None, "no position names"  # the recipe schema requires at least one
     return out
 
 
@@ -52,5 +53,5 @@ def decode_masks(batch: int, device=None) -> dict[str, torch.Tensor]:
     """Masks for one decode step (a single new token per row): only 'generated' is set."""
     ones = torch.ones(batch, 1, dtype=torch.bool, device=device)
     zeros = torch.zeros_like(ones)
-    return {"image_or_prompt": zeros, "all_prompt": zeros, "image_tokens": zeros, "text_tokens": zeros, "last_prompt_token": zeros,
-            "generated": ones}
+    return {"image_or_prompt": zeros, "all_prompt": zeros, "image_tokens": zeros, "text_tokens": zeros,
+            "last_prompt_token": zeros, "generated": ones}

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictBool, field_validator, model_validator
 
 from .errors import Problem, RecipeError
 from .validation import StrictModel, validate_document
@@ -27,27 +27,72 @@ PositionName = Literal["all_prompt", "image_tokens", "text_tokens", "last_prompt
 SplitName = Literal["forget", "test", "retain", "utility", "val_forget", "val_retain", "refusal"]
 TaskName = Literal["classification", "generation", "cloze"]
 ModalityName = Literal["vqa", "qa"]
+RequestSide = Literal["forget", "refuse", "retain"]
+
+
+def _path_text(v: str) -> str:
+    """A path the filesystem can take: a NUL byte or a 5,000-character name is an input error here, not
+    a "missing file" or an OSError traceback later (issue #14)."""
+    from .bundle_source import path_text_problem
+
+    why = path_text_problem(v)
+    if why:
+        raise ValueError(f"the path {why}; fix: give the path of a file or folder as the file system names it")
+    return v
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
 
 
 # ----------------------------------------------------------------------------------------- data sources
 class JsonlSource(StrictModel):
     kind: Literal["jsonl"] = "jsonl"
-    path: str = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
-                                  "Relative paths resolve against the recipe's folder.")
+    path: PathText = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
+                                  "Relative paths resolve against the recipe's folder. 'target' is read only by "
+                                  "image_perturbation (PGD's target text); mean_diff reads the prompt and image.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
 
 
-class MllmuSource(StrictModel):
+class RequestFields(StrictModel):
+    """Reading a forget request (issue #12) instead of an evaluation split: fine-tuning pairs only."""
+
+    request: Optional[RequestSide] = Field(
+        None, description="Read the forget request instead of an evaluation split: 'forget' (the forget "
+                          "people's fine-tuning pairs), 'refuse' (their refusal pairs, or their questions with "
+                          "a refusal instruction), 'retain' (every other fine-tuning pair). Pairs whose question "
+                          "is an evaluation prompt of any split are dropped.")
+    refusal: Literal["auto", "data", "instruction"] = Field(
+        "auto", description="request: refuse only. 'data': the request's refusal pairs; 'instruction': the "
+                            "forget questions with a refusal instruction appended; 'auto': data when there is any.")
+    configs: Optional[list[str]] = Field(
+        None, description="request only: fine-tuning config folders to read; null: ft_Data (+ ft_Extra when "
+                          "present).")
+
+    def _request_checks(self) -> None:
+        if self.request is None and (self.refusal != "auto" or self.configs is not None):
+            raise ValueError("'refusal' and 'configs' apply to request sources only")
+        if self.request is not None and self.request != "refuse" and self.refusal != "auto":
+            raise ValueError("'refusal' applies to request: refuse only")
+
+
+class MllmuSource(RequestFields):
     kind: Literal["mllmu"] = "mllmu"
-    path: str = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
-    split: SplitName = Field(description="Which split to read.")
+    path: PathText = Field(description="Folder in the MLLMU-Bench layout (Full_Set/, forget_10/, ...).")
+    split: Optional[SplitName] = Field(None, description="Which evaluation split to read (or set 'request').")
     forget_ratio: Literal[5, 10, 15] = 10
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _one_of(self) -> "MllmuSource":
+        if (self.split is None) == (self.request is None):
+            raise ValueError("set exactly one of 'split' or 'request'")
+        self._request_checks()
+        return self
 
-class WorldSource(StrictModel):
+
+class WorldSource(RequestFields):
     """The embedded synthetic world (generated and cached on first use)."""
 
     kind: Literal["world"] = "world"
@@ -61,8 +106,9 @@ class WorldSource(StrictModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> "WorldSource":
-        if (self.split is None) == (self.contrast is None):
-            raise ValueError("set exactly one of 'split' or 'contrast'")
+        if sum(x is not None for x in (self.split, self.contrast, self.request)) != 1:
+            raise ValueError("set exactly one of 'split' or 'contrast' (or 'request', for a forget request)")
+        self._request_checks()
         return self
 
 
@@ -71,7 +117,7 @@ DataSource = Annotated[Union[JsonlSource, MllmuSource, WorldSource], Field(discr
 
 # ----------------------------------------------------------------------------------------- sections
 class WorldSpec(StrictModel):
-    seed: int = Field(0, ge=0, description="Seed of the embedded synthetic world.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the embedded synthetic world.")
     n_profiles: int = Field(100, ge=8, le=10000, description="Number of fictitious profiles.")
 
 
@@ -81,13 +127,17 @@ class ExpectedDims(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    id: str = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
+    id: PathText = Field(description="Hub id, local directory, or 'embedded:llava' / 'embedded:qwen2_5_vl' "
                                 "(the small models trained on the synthetic world).")
     revision: Optional[str] = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     device_map: Optional[Union[str, dict[str, Union[int, str]]]] = None
-    adapter: str = Field("auto", description="Adapter name, or 'auto' to match config.architectures[0].")
-    trust_remote_code: bool = Field(False, description="Run model code from the Hub. Off unless you set it.")
+    adapter: str = Field("auto", description="Adapter name, a path to an adapter YAML file (relative to the "
+                         "recipe's folder), or 'auto' to match config.architectures[0].")
+    # A security switch: strict, so only a real YAML boolean turns it on (pydantic's lax mode reads the
+    # strings "on", "yes", "1" as True, which let a quoted "on" run a planted module, issue #18).
+    trust_remote_code: StrictBool = Field(False, description="Run Python code shipped with the model (its "
+                                          "auto_map modules). Off unless set to the YAML boolean true.")
     world: WorldSpec = WorldSpec()
     expect: Optional[ExpectedDims] = Field(
         None, description="The model's decoder dimensions; lets validate/compile check the plan offline, "
@@ -220,8 +270,50 @@ class LayerRange(StrictModel):
     skip: list[LayerIndex] = []
 
 
+class StrengthSearchSpec(StrictModel):
+    """Calibrate lambda at extract time on validation questions the recipe names (docs: calibration.md).
+
+    Each grid value is scored with a continuous proxy, the mean probability the model gives the correct
+    answer, so two strengths rarely tie (accuracy on a few dozen questions often does, and a tie then
+    decides the strength). The chosen lambda and the whole table are stored in the bundle manifest.
+    """
+
+    grid: list[float] = Field(
+        [-0.5, -1.0, -2.0, -4.0, -8.0], min_length=1,
+        description="Candidate strengths, tried in order (negative erases).")
+    max_retain_drop: float = Field(3.0, ge=0, le=100, description="Keep the retain score within this many "
+                                   "points (percent) of the unsteered model's.")
+    forget_target: Optional[float] = Field(
+        None, ge=0, le=100, description="Optional: choose the weakest strength whose forget score is at or "
+                                        "below this (percent; e.g. 25 for chance on four options). Null: the "
+                                        "strongest forgetting the retain budget allows.")
+    plateau: float = Field(
+        2.0, ge=0, le=100, description="Forget scores within this many points (percent) of the best one count "
+                                       "as equal, and the weakest such strength is chosen: past the plateau a "
+                                       "stronger push buys no forgetting and only risks what is kept.")
+    forget: list[DataSource] = Field(min_length=1, description="Held-out questions about the people to forget "
+                                     "(not the prompts the direction or gate were fitted on).")
+    retain: list[DataSource] = Field(min_length=1, description="Questions about people to keep.")
+    metric: Literal["answer_prob", "top1_accuracy"] = Field(
+        "answer_prob", description="answer_prob: probability of the correct option (multiple choice) or the "
+                                   "per-token geometric mean probability of the reference answer (free-form "
+                                   "items); top1_accuracy: first-token accuracy on multiple choice, answer_prob "
+                                   "breaking ties.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Questions per forward pass.")
+
+
 class StrengthSpec(StrictModel):
-    lambda_: float = Field(alias="lambda", description="Multiplier of the direction (negative erases).")
+    lambda_: Optional[float] = Field(
+        None, alias="lambda", description="Multiplier of the direction (negative erases). With a search, "
+                                          "setting it overrides the calibrated value.")
+    search: Optional[StrengthSearchSpec] = Field(
+        None, description="Calibrate lambda at extract time; the bundle stores the choice and the table.")
+
+    @model_validator(mode="after")
+    def _some(self) -> "StrengthSpec":
+        if self.lambda_ is None and self.search is None:
+            raise ValueError("set steer.strength.lambda, or steer.strength.search to calibrate it")
+        return self
 
 
 class SteerSpec(StrictModel):
@@ -233,9 +325,21 @@ class SteerSpec(StrictModel):
     strength: StrengthSpec = StrengthSpec(**{"lambda": 1.0})
     clamp_value: float = Field(0.0, description="For op=clamp: the value of the component along r.")
 
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list):
+            twice = sorted({i for i in v if v.count(i) > 1})
+            if twice:  # a repeated layer would get the direction added twice
+                raise ValueError(f"layer{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} listed "
+                                 "more than once (the direction would be added twice); fix: list each layer once")
+        return v
+
 
 class BundleSpec(StrictModel):
-    path: str = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+    path: PathText = Field(description="Where the direction bundle is written / read (relative to the recipe). "
+                                        "'{fit}' in it becomes a 12-hex key of the model, world, data sources and "
+                                        "fit settings (direction, gate, seed), so each gets its own bundle.")
 
 
 class EvalSpec(StrictModel):
@@ -243,10 +347,10 @@ class EvalSpec(StrictModel):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     forget_ratio: Literal[5, 10, 15] = 10
-    data: Optional[str] = Field(None, description="MLLMU-layout folder; null: the embedded world.")
+    data: Optional[PathText] = Field(None, description="MLLMU-layout folder; null: the embedded world.")
     batch_size: int = Field(32, ge=1)
     limit: Optional[int] = Field(None, ge=1, description="Items per (split, task, modality) cell.")
-    out: str = Field("runs/eval", description="Output folder for JSON, markdown and plots.")
+    out: PathText = Field("runs/eval", description="Output folder for JSON, markdown and plots.")
 
 
 class Recipe(StrictModel):
@@ -269,7 +373,10 @@ class Recipe(StrictModel):
         return self
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        if data["steer"]["strength"].get("search") is None:  # so recipes from before the search keep their hash
+            del data["steer"]["strength"]["search"]
+        return data
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()
@@ -313,15 +420,21 @@ def _sources(recipe: Recipe) -> list[tuple[str, Any]]:
     for side in ("forget", "retain"):
         for i, src in enumerate(getattr(recipe.gate, side, None) or []):
             found.append((f"gate.{side}.{i}", src))
+    search = recipe.steer.strength.search
+    for side in ("forget", "retain"):
+        for i, src in enumerate(getattr(search, side, None) or []):
+            found.append((f"steer.strength.search.{side}.{i}", src))
     return found
 
 
 def check_paths(loaded: LoadedRecipe) -> list[Problem]:
     """Data files a recipe names that do not exist (or are the wrong kind), as located problems.
 
-    Checks jsonl sources (must be files) and mllmu sources (must be folders); the embedded world is
-    generated on demand and is not checked. Pure filesystem checks, no reading: safe and fast for
-    ``validate``. The data is only read to extract a bundle, so callers may downgrade these to warnings
+    Checks jsonl sources (must be non-empty files) and mllmu sources (must be folders holding the
+    split's config folders); the embedded world is
+    generated on demand and is not checked. Filesystem checks plus a scan up to a jsonl file's first
+    non-blank line, nothing parsed: safe and fast for ``validate``. The data is only read to extract a
+    bundle, so callers may downgrade these to warnings
     when the recipe's bundle already exists.
     """
     problems = []
@@ -343,6 +456,13 @@ def check_paths(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(Problem(f"{src.kind} source must be a {what}, got a {'file' if want_dir else 'folder'}: "
                                     f"{full}", key_path=f"{key}.path", code="SK230",
                                     hint="use kind: mllmu for an MLLMU-Bench folder, kind: jsonl for a .jsonl file"))
+        else:
+            from .sources import empty_source_problem
+
+            why = empty_source_problem(src, full)
+            if why:  # extract would stop with SK602 on this source: say so now
+                problems.append(Problem(f"{src.kind} source yields no items: {why}", key_path=f"{key}.path",
+                                        hint="point it at data that has rows, or pick another split", code="SK231"))
     return loaded.locate(problems)
 
 
@@ -375,7 +495,7 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
             return
         node = nxt
     node[parts[-1]] = value
-    doc.positions.setdefault(tuple(parts), (None, None))
+    doc.positions.setdefault(tuple(parts), (None, None))  # type: ignore[arg-type]  # no file position
     for written in created + [tuple(parts)]:  # errors under these paths are located at the --set, not the file
         doc.overrides[written] = item
 

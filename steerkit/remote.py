@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from .adapter import adapter_for_architecture
+from .adapter import Adapter, adapter_for_architecture
 from .errors import Problem, RecipeError
 from .session import ModelSession, architecture_of, resolve_model_ref
 
@@ -45,6 +45,7 @@ def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str)
     from .models.loading import load_preprocessors
     from .session import adapter_choice, load_session
 
+    adapter: Optional[Adapter]
     if remote == "local":  # the weights here (with the recipe's dtype and device_map), every trace rehearsed
         local = load_session(spec, base_dir)
         source: Any = local.model
@@ -56,7 +57,7 @@ def load_remote_session(spec: Any, base_dir: Optional[Path], remote: bool | str)
                 f"model.id '{spec.id}' is a local or embedded model; NDIF runs models from the Hub",
                 None, None, None, "model.id", "set model.id to the model's Hub id, or use --remote local",
                 "SK771")])
-        adapter, kind, loader = adapter_choice(spec)
+        adapter, kind, loader = adapter_choice(spec, base_dir)
         processor, tokenizer = load_preprocessors(spec.id, revision=spec.revision, processor_kind=kind,
                                                      trust_remote_code=spec.trust_remote_code, loader=loader)
         source = spec.id

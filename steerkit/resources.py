@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def builtin_dir(kind: str) -> Path:
-    """The folder holding shipped ``recipes`` or ``adapters``."""
-    if kind not in ("recipes", "adapters"):
+    """The folder holding shipped ``recipes``, ``adapters`` or ``checkpoints`` (embedded models, world)."""
+    if kind not in ("recipes", "adapters", "checkpoints"):
         raise ValueError(kind)
     packaged = Path(str(resources.files("steerkit"))) / "_builtin" / kind
     if packaged.is_dir():

@@ -23,7 +23,7 @@ class Vectors:
 
     def __init__(self, tensors):
         self.tensors = tensors
-        self.moved: dict[tuple[Any, Any, Any], torch.Tensor] = {}
+        self.moved: dict[tuple[Any, Any, Any], torch.Tensor] = {}  # (name or names, device, dtype)
 
     def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
         key = (name, like.device, like.dtype)
@@ -49,10 +49,12 @@ def gate_value(plan: Plan, vectors: Vectors, h: torch.Tensor, masks: dict, vecto
     if g.rule == "always_on":
         return torch.ones(h.shape[0], dtype=h.dtype, device=h.device)
     if g.rule == "cosine":
+        assert direction is not None and g.threshold is not None  # compile sets both for a cosine gate
         return cosine_gate(h, mask, vectors.get(direction, h), g.threshold, g.pool)
     if g.rule == "prototype":
         return prototype_gate_for(g, h, mask, masks["image_tokens"].to(h.device).any(dim=1),
                                   lambda keys: vectors.stack(keys, h))
+    assert vector is not None  # compile names a gate vector for every linear gate
     return linear_gate(h, mask, vectors.get(vector, h), bias, g.pool, g.clip)
 
 

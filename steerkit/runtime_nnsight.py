@@ -157,16 +157,25 @@ class Steerer:
             self._wrapper.__exit__(None, None, None)
             self._wrapper = self._nn = None
 
-    def _masks(self, inputs: dict) -> dict:
-        return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
+    def _masks(self, inputs: dict, prompt_mask: Optional[torch.Tensor] = None) -> dict:
+        if prompt_mask is None:
+            return prompt_masks(inputs["input_ids"], inputs.get("attention_mask"), self.image_token_id)
+        masks = prompt_masks(inputs["input_ids"], prompt_mask, self.image_token_id)
+        attended = inputs.get("attention_mask", torch.ones_like(prompt_mask)).bool()
+        masks["generated"] = attended & ~prompt_mask.bool()  # the answer tokens stand where decoding would be
+        return masks
 
-    def forward(self, inputs: dict, *, return_gates: bool = False):
-        """Steered forward pass; returns logits (and per-row gate values when asked)."""
+    def forward(self, inputs: dict, *, return_gates: bool = False, prompt_mask: Optional[torch.Tensor] = None):
+        """Steered forward pass; returns logits (and per-row gate values when asked).
+
+        ``prompt_mask`` [B, T] marks the prompt when answer tokens are appended (teacher forcing): positions
+        and gates then see only the prompt, as in a prefill-steered generation of that answer."""
+        masks = self._masks(inputs, prompt_mask)
         if self._hooks is not None:
-            with torch.no_grad(), self._hooks.running(self._masks(inputs)) as gates:
+            with torch.no_grad(), self._hooks.running(masks) as gates:
                 logits = self.model(**inputs).logits
             return (logits, {k: v.detach() for k, v in gates.items()}) if return_gates else logits
-        nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
+        nn, plan, vectors = self.nn, self.plan, self._fresh_vectors()
         gates: dict = {}
         with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
             apply_writes(nn, plan, vectors, masks, gates)
@@ -318,3 +327,12 @@ def check_sites(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -
             h = _read(resolve(nn_model, ref.module), ref)
             shapes[f"{ref.site}[{ref.layer}]"] = nnsight.save(torch.tensor(list(h.shape)))
     return {k: tuple(int(x) for x in v.tolist()) for k, v in shapes.items()}
+
+
+def site_values(model: torch.nn.Module, inputs: dict, refs: Sequence[SiteRef]) -> dict[str, torch.Tensor]:
+    """Read every site once and return its value (detached, on the CPU): the adapter check compares them."""
+    values: dict[str, Any] = {}
+    with wrapped(model) as nn_model, torch.no_grad(), nn_model.trace(**inputs):
+        for ref in sorted(refs, key=lambda r: r.order):
+            values[f"{ref.site}[{ref.layer}]"] = nnsight.save(_read(resolve(nn_model, ref.module), ref).detach().cpu())
+    return dict(values)

@@ -20,7 +20,9 @@ from .inputs import EncodedBatch, encode
 
 @dataclass
 class ModelSession:
-    model: torch.nn.Module
+    """A loaded model with its processor, tokenizer and adapter (the argument of every lower-layer step)."""
+
+    model: Any  # a transformers PreTrainedModel (nn.Module), or an nnsight TransformersModel for remote runs
     processor: Any
     tokenizer: Any
     adapter: Adapter
@@ -52,9 +54,11 @@ class ModelSession:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], images: Sequence[Optional[Image.Image]],
-               answers: Optional[Sequence[str]] = None, padding_side: str = "left") -> EncodedBatch:
+               answers: Optional[Sequence[str]] = None, padding_side: str = "left",
+               histories: Optional[Sequence[Sequence[tuple[str, str]]]] = None,
+               prefixes: Optional[Sequence[str]] = None) -> EncodedBatch:
         batch = encode(self.processor, self.tokenizer, self.adapter.prompt, prompts, images, answers,
-                       padding_side=padding_side)
+                       padding_side=padding_side, histories=histories, prefixes=prefixes)
         dev = self.device
         batch.inputs = {k: v.to(dev) for k, v in batch.inputs.items()}
         if batch.inputs.get("pixel_values") is not None:
@@ -65,9 +69,10 @@ class ModelSession:
         return self.tokenizer.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)
 
     def generate(self, prompts: Sequence[str], images: Sequence[Optional[Image.Image]], max_new_tokens: int,
-                 steerer: Any = None) -> list[str]:
+                 steerer: Any = None, *, histories: Optional[Sequence[Sequence[tuple[str, str]]]] = None,
+                 prefixes: Optional[Sequence[str]] = None) -> list[str]:
         """Greedy answers for a batch (steered when a Steerer is given)."""
-        batch = self.encode(prompts, images)
+        batch = self.encode(prompts, images, histories=histories, prefixes=prefixes)
         pad = self.tokenizer.pad_token_id
         gk = dict(pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id)
         if steerer is None and self.remote:
@@ -105,11 +110,12 @@ def resolve_model_ref(spec: Any, base_dir: Optional[Path] = None) -> str:
     return str(local) if local.exists() else model_id
 
 
-def adapter_choice(spec: Any) -> tuple[Optional[Adapter], str, Optional[str]]:
-    """The recipe's adapter (None for "auto": chosen from the loaded architecture), its processor kind
-    and its loader, as ``load_pretrained`` / ``load_preprocessors`` take them."""
-    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter)
-    return adapter, adapter.processor.kind if adapter else "auto", adapter.loader if adapter else None
+def adapter_choice(spec: Any, base_dir: Optional[Path] = None) -> tuple[Optional[Adapter], Any, Optional[str]]:
+    """The recipe's adapter (None for "auto": chosen from the loaded architecture; a name, or a YAML path
+    relative to ``base_dir``), its processor section and its loader, as ``load_pretrained`` /
+    ``load_preprocessors`` take them."""
+    adapter = None if spec.adapter == "auto" else get_adapter(spec.adapter, base_dir)
+    return adapter, adapter.processor if adapter else "auto", adapter.loader if adapter else None
 
 
 def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
@@ -118,7 +124,7 @@ def load_session(spec: Any, base_dir: Optional[Path] = None) -> ModelSession:
 
     model_id = spec.id
     model_id_resolved = resolve_model_ref(spec, base_dir)
-    adapter, kind, loader = adapter_choice(spec)
+    adapter, kind, loader = adapter_choice(spec, base_dir)
     dtype = None if spec.dtype == "auto" else getattr(torch, spec.dtype)
     model, processor, tokenizer = load_pretrained(
         model_id_resolved, revision=spec.revision, dtype=dtype, device_map=spec.device_map,

@@ -74,6 +74,22 @@ def _data_loc(loc: tuple, data: Any, missing: bool = False) -> tuple:
     return tuple(out)
 
 
+# The fix: line of an SK204 (type or range) problem, by pydantic error type; the message says the range.
+_TYPE_HINTS = {
+    "bool_type": "write true or false, unquoted (quoted words, yes/on and 1 are not booleans here)",
+    "bool_parsing": "write true or false, unquoted",
+    "int_type": "write a whole number", "int_parsing": "write a whole number",
+    "int_from_float": "write a whole number", "float_type": "write a number", "float_parsing": "write a number",
+    "finite_number": "write a finite number (not .inf or .nan)", "string_type": "write a text value",
+    "string_pattern_mismatch": "use only the characters the pattern allows",
+    "greater_than": "use a larger value", "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value", "less_than_equal": "use a smaller value",
+    "too_short": "add items", "too_long": "remove items", "list_type": "write a list: [a, b]",
+    "dict_type": "write a mapping: {key: value}", "model_type": "write a mapping: {key: value}",
+}
+FIX_MARK = "; fix: "  # a validator's ValueError("what went wrong; fix: what to do") becomes message + hint
+_DEFAULT_HINT = "fix the value (docs/reference/recipe.md lists each key's type and range)"
+
 _SHAPE_ERRORS = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type", "tuple_type"})
 
 
@@ -92,7 +108,7 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
     errors = [(e, _data_loc(tuple(e.get("loc", ())), doc.data, missing=e.get("type") == "missing"))
               for e in exc.errors(include_url=False)]
 
-    def wrong_member(err: dict, loc: tuple) -> bool:
+    def wrong_member(err: Any, loc: tuple) -> bool:
         """A plain union (steer.layers: range or list) reports every member; when another member got
         further into the value, the "input should be a list/dict" of the member that did not is noise."""
         return err.get("type") in _SHAPE_ERRORS and len(err.get("loc", ())) > len(loc)
@@ -135,8 +151,11 @@ def problems_from_validation(exc: ValidationError, doc: LoadedYaml, root: type[B
         else:
             got = err.get("input")
             msg = str(err.get("msg", "invalid value"))
+            hint = _TYPE_HINTS.get(etype, _DEFAULT_HINT)
             if etype == "value_error" and msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]  # our own validators' messages read as sentences
+                msg, _, own_hint = msg.partition(FIX_MARK)  # "what; fix: how" from a validator
+                hint = own_hint or hint
             if isinstance(got, dict) and etype == "value_error":
                 message = msg  # a whole section echoed back helps nobody; the key path says which
             else:

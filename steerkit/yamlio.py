@@ -9,6 +9,7 @@ duplicates become errors and every dotted key path maps to its (line, column), w
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         if self.flow_level >= MAX_DEPTH:
             raise self._too_deep(self.get_mark())
         super().fetch_flow_collection_start(TokenClass)
+
+
+# YAML 1.2 booleans only. PyYAML follows YAML 1.1, where yes/no/on/off are booleans too, so
+# `--set model.trust_remote_code=on` read as True (issue #18). Here they stay strings: strict fields
+# (security switches) refuse them, and lax bool fields still accept them, as pydantic reads "on" as True.
+_BOOL_WORDS = {"true": True, "false": False}
+_DepthLimitedLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_DepthLimitedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _yaml12_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    return _BOOL_WORDS[loader.construct_scalar(node).lower()]  # KeyError (`!!bool yes`) -> SK101
+
+
+_DepthLimitedLoader.add_constructor("tag:yaml.org,2002:bool", _yaml12_bool)
 
 
 class YamlProblems(Exception):

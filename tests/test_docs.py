@@ -88,7 +88,8 @@ def test_generated_pages_are_up_to_date():
     root = DOCS.parent
     proc = subprocess.run([sys.executable, str(root / "scripts/gen_docs.py"), "--check"], cwd=root,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"generated docs are out of date; run: python scripts/gen_docs.py\n{proc.stdout}{proc.stderr}"
+    assert proc.returncode == 0, ("generated docs are out of date; run: python scripts/gen_docs.py\n"
+                                  f"{proc.stdout}{proc.stderr}")
     gen = _load_gen_docs()
     files = gen.build_all()
     assert "docs/reference/recipe.md" in files and "docs/reference/cli.md" in files

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_recipe_forgets_and_keeps(tmp_path):
     from steerkit.eval_job import run_eval
     from steerkit.evaluate.metrics import pooled
-    from steerkit.extract import extract
+    from steerkit.extraction import extract
     from steerkit.recipe import load_recipe
     from steerkit.session import load_session
 

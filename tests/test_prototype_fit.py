@@ -1,4 +1,4 @@
-"""Prototype gate fitting (steerkit.extract._fit_prototypes) on synthetic pooled activations.
+"""Prototype gate fitting (steerkit.extraction._fit_prototypes) on synthetic pooled activations.
 
 The set-up mimics text prompts: every prompt = a large template component shared by everyone (which
 question, which wording) + a small person component (the name). Cosine after per-dimension whitening is
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from steerkit.data.items import ContrastItem
-from steerkit.extract import _fit_prototypes, _holdout_split, _within_person
+from steerkit.extraction import _fit_prototypes, _holdout_split, _within_person
 from steerkit.gates import gate_auc
 from steerkit.ops import prototype_gate
 from steerkit.recipe import parse_recipe_text

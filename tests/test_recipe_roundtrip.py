@@ -33,6 +33,7 @@ COMPILE = settings(max_examples=80, deadline=None)
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 text = st.text(max_size=20)
+path_st = text.filter(lambda p: "\x00" not in p)  # a path holding a NUL byte is refused (#14)
 name_st = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}", fullmatch=True)
 small_int = st.integers(-40, 40)
 split_st = st.sampled_from(["forget", "test", "retain", "utility", "val_forget", "val_retain", "refusal"])
@@ -48,10 +49,10 @@ def _drop_none(d: dict) -> dict:
 
 
 source_st = st.one_of(
-    st.builds(lambda p, lim: _drop_none({"kind": "jsonl", "path": p, "limit": lim}), text, limit_st),
+    st.builds(lambda p, lim: _drop_none({"kind": "jsonl", "path": p, "limit": lim}), path_st, limit_st),
     st.builds(lambda p, sp, fr, tk, md, lim: _drop_none({"kind": "mllmu", "path": p, "split": sp, "forget_ratio": fr,
                                                          "tasks": tk, "modalities": md, "limit": lim}),
-              text, split_st, st.sampled_from([5, 10, 15]), task_lists, modality_lists, limit_st),
+              path_st, split_st, st.sampled_from([5, 10, 15]), task_lists, modality_lists, limit_st),
     st.builds(lambda which, sp, ct, fr, lim: _drop_none({"kind": "world", "split": sp if which else None,
                                                          "contrast": None if which else ct, "forget_ratio": fr,
                                                          "limit": lim}),
@@ -73,7 +74,7 @@ gate_st = st.one_of(
     st.fixed_dictionaries({"rule": st.just("cosine_threshold"), "threshold": st.floats(-1, 1), "read": read_st}),
 )
 layers_st = st.one_of(
-    st.lists(small_int, min_size=1, max_size=6),
+    st.lists(small_int, min_size=1, max_size=6, unique=True),  # a repeated layer is an error (#14)
     st.builds(lambda a, b, s: _drop_none({"start": a, "stop": b, "skip": s}), small_int, st.none() | small_int,
               st.lists(small_int, max_size=3)),
 )
@@ -97,7 +98,7 @@ model_st = st.builds(
     lambda i, rev, dt, dm, ad, trc, ws, wn: _drop_none({"id": i, "revision": rev, "dtype": dt, "device_map": dm,
                                                         "adapter": ad, "trust_remote_code": trc,
                                                         "world": {"seed": ws, "n_profiles": wn}}),
-    text, st.none() | text, st.sampled_from(["auto", "float32", "float16", "bfloat16"]),
+    path_st, st.none() | text, st.sampled_from(["auto", "float32", "float16", "bfloat16"]),
     st.none() | st.sampled_from(["auto", "cpu"]) | st.dictionaries(text, st.integers(0, 3) | text, max_size=2),
     st.sampled_from(["auto", "llava", "qwen2_5_vl"]), st.booleans(), st.integers(0, 10**6), st.integers(8, 10_000))
 
@@ -112,14 +113,14 @@ def recipes(draw) -> Recipe:
         "steer": draw(steer_st),
         "seed": draw(st.integers(0, 2**31)),
     }
-    direction, bundle = draw(direction_st), draw(st.none() | st.builds(lambda p: {"path": p}, text))
+    direction, bundle = draw(direction_st), draw(st.none() | st.builds(lambda p: {"path": p}, path_st))
     if direction is None and bundle is None and d["steer"]["op"] != "clamp":
         bundle = {"path": "bundle.safetensors"}  # the schema needs one of them unless op is clamp
     d |= _drop_none({"direction": direction, "bundle": bundle})
     if draw(st.booleans()):
         d["eval"] = {"splits": draw(st.lists(split_st, min_size=1, max_size=3)),
                      "batch_size": draw(st.integers(1, 512)),
-                     "limit": draw(limit_st), "data": draw(st.none() | text), "out": draw(text)}
+                     "limit": draw(limit_st), "data": draw(st.none() | path_st), "out": draw(path_st)}
     return Recipe.model_validate(d)
 
 
@@ -147,10 +148,11 @@ AWKWARD = ["\x85", "a\x85b", "\u2028", "\u2029", "yes", "no", "null", "~", "1.0"
 @pytest.mark.parametrize("value", AWKWARD, ids=[repr(v) for v in AWKWARD])
 def test_awkward_strings_roundtrip(value):
     """Explicit regressions for strings YAML treats specially (NEL U+0085 is a YAML line break)."""
-    recipe = Recipe.model_validate({"name": "t", "description": value, "model": {"id": value},
-                                    "bundle": {"path": value}, "steer": {"layers": [0]}})
+    path = value if "\x00" not in value else "b"  # a NUL byte cannot be in a path (tests/hostile)
+    recipe = Recipe.model_validate({"name": "t", "description": value, "model": {"id": path},
+                                    "bundle": {"path": path}, "steer": {"layers": [0]}})
     back = roundtrip(recipe)
-    assert (back.model.id, back.description, back.bundle.path) == (value, value, value)
+    assert (back.model.id, back.description, back.bundle.path) == (path, value, path)
 
 
 def _compile(recipe: Recipe, adapter: str, dims: tuple[int, int]):

@@ -7,6 +7,7 @@ training prompt of a Full_Set question is, by construction, its evaluation promp
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,12 +143,16 @@ def formatted_pairs(columns: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _train_wording(a: Any, k: int) -> Any:
+    return T.Wording(a).train(k)
+
+
 def train_entries(p: Profile, variants: int) -> list[dict[str, str]]:
     """The ``ft_Data`` metadata of one person: every task at train variants ``0..variants-1``,
     plus "who is the person in the image" questions (the image -> name hop)."""
     out: list[dict[str, str]] = []
     for k in range(variants):
-        out += formatted_pairs(task_columns(p, lambda a, k=k: T.Wording(a).train(k)))
+        out += formatted_pairs(task_columns(p, functools.partial(_train_wording, k=k)))
     for k in range(variants):
         q, _ = T.name_question(k)
         out.append({"Question": generation_prompt(q, image=True), "Answer": T.name_answer(p.name),

@@ -64,3 +64,9 @@ remote_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a recipe value, validated like the file (e.g. --set steer.strength.lambda=-0.3).")
+
+
+foreign_option = click.option(
+    "--allow-foreign-bundle", "allow_foreign", is_flag=True,
+    help="Apply the --bundle even if it was fitted on another model, world, data or fit settings (each "
+         "mismatch becomes a warning). Without it such a bundle is refused (exit 2).")

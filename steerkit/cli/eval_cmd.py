@@ -6,26 +6,35 @@ from pathlib import Path
 
 import click
 
-from .common import activation_options, guarded, remote_option, set_option
+from .common import activation_options, foreign_option, guarded, remote_option, set_option
 
 DEMO_RECIPE = "unlearning/mllmeraser_embedded_llava"
 
 
-def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None, remote=None):
+def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None, remote=None, allow_foreign=False):
     from ..eval_job import run_eval
     from ..evaluate.report import markdown_report
-    from ..pipeline import get_bundle
+    from ..pipeline import get_bundle, preflight_bundle
     from ..recipe import load_recipe
     from ..remote import open_session
 
     loaded = load_recipe(recipe_path, list(overrides))
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    checked = preflight_bundle(loaded, bundle_override=bundle, allow_foreign=allow_foreign, log=log)
     log(f"loading {loaded.recipe.model.id} (embedded models are trained once and cached)")
     session = open_session(loaded, remote)
     b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
-                   extract_missing=remote is None)
+                   extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
     job = run_eval(loaded, session, b, out_dir=Path(out) if out else None)
     click.echo(markdown_report(job["results"], f"{loaded.recipe.name}: vanilla vs steered"))
+    open_report = job["results"]["steered"].meta.get("retain_open")
+    if open_report:
+        from ..gate_report import report_lines
+
+        lines, warnings = report_lines(open_report)
+        click.echo("\n".join(["", *lines]))
+        for w in warnings:
+            log(w)
     for kind, path in job["paths"].items():
         log(f"wrote {kind}: {path}")
 
@@ -34,11 +43,12 @@ def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: eval.out).")
+@foreign_option
 @remote_option
 @activation_options
 @set_option
 @guarded
-def command(recipe, bundle, out, remote, activations, spill_dir, overrides):
+def command(recipe, bundle, out, allow_foreign, remote, activations, spill_dir, overrides):
     """Evaluate RECIPE: every metric for vanilla and steered, gate histograms and plots.
 
     \b
@@ -46,7 +56,7 @@ def command(recipe, bundle, out, remote, activations, spill_dir, overrides):
       steerkit eval recipes/unlearning/mllmeraser_embedded_llava.yaml
       steerkit eval my.yaml --set eval.forget_ratio=5 --out runs/f5
     """
-    _run(recipe, bundle, out, overrides, activations, spill_dir, remote)
+    _run(recipe, bundle, out, overrides, activations, spill_dir, remote, allow_foreign)
 
 
 @click.command("demo")
@@ -61,6 +71,7 @@ def demo(out):
     """
     from ..resources import builtin_dir
 
-    # outputs go under --out in the current folder, never inside the installed package
-    bundle = str((Path(out) / "bundle.safetensors").resolve())
+    # outputs go under --out in the current folder, never inside the installed package; {fit}: a new
+    # steerkit (another world generator) fits a new bundle instead of refusing the old one
+    bundle = str((Path(out) / "bundle-{fit}.safetensors").resolve())
     _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, (f"bundle.path={bundle}",))

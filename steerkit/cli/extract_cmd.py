@@ -23,7 +23,7 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
       steerkit extract big.yaml --activations disk --spill-dir /scratch
     """
     from ..errors import Problem, RecipeError
-    from ..extract import extract
+    from ..extraction import extract
     from ..pipeline import bundle_path, zero_direction_warning
     from ..recipe import load_recipe
     from ..session import load_session
@@ -39,11 +39,22 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "
                f"{m.tensors_sha256[:12]}")
+    if m.strength:
+        s = m.strength
+        click.echo(f"  lambda {s['lambda']:g} calibrated on {s['n_forget']} forget and {s['n_retain']} retain "
+                   f"questions ({s['metric']}; steerkit inspect {path} shows the table)"
+                   + ("" if s["within_budget"] else "; WARNING: no strength kept retain within budget"))
     warning = zero_direction_warning(bundle)
     if warning:
         click.echo(f"  {warning}", err=True)
     fit = (m.gate or {}).get("fit")
     if fit:
         for layer, s in list(fit.items())[:3]:
+            opened = s.get("retain_open_heldout")
+            target = (m.gate or {}).get("retain_open_rate")
             click.echo(f"  gate[{layer}]: AUC in-sample {s['auc_in_sample']}, held-out retain "
-                       f"{s['auc_heldout_retain']}", err=True)
+                       f"{s['auc_heldout_retain']}" + ("" if opened is None else
+                                                       f"; open on {100 * opened:.1f} % of held-out retain prompts"
+                                                       + ("" if target is None else
+                                                          f" (target gate.retain_open_rate {100 * target:.1f} %)")),
+                       err=True)

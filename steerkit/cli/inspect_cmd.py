@@ -57,6 +57,12 @@ def command(ctx: click.Context, bundle: Path, as_json: bool) -> None:
     click.echo(f"bundle  {bundle}\n")
     for key, value in manifest.items():
         click.echo(f"  {key:<{key_width}}  {_short(value) if value is not None else '-'}")
+    if manifest.get("strength"):  # how lambda was calibrated (steer.strength.search), as a table
+        from steerkit.strength import render_table
+
+        click.echo("")
+        for line in render_table(manifest["strength"]):
+            click.echo(line)
     name_width = max(len(t["name"]) for t in tensors)
     click.echo(f"\ntensors ({len(tensors)})")
     for t in tensors:

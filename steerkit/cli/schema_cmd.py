@@ -17,10 +17,19 @@ def command(what: str) -> None:
       steerkit schema recipe > recipe.schema.json
       steerkit schema adapter
     """
+    from pydantic import BaseModel
+
+    model: type[BaseModel]
     if what == "recipe":
-        from ..recipe import Recipe as model
+        from ..recipe import Recipe
+
+        model = Recipe
     elif what == "adapter":
-        from ..adapter import Adapter as model
+        from ..adapter import Adapter
+
+        model = Adapter
     else:
-        from ..bundle import BundleManifest as model
+        from ..bundle import BundleManifest
+
+        model = BundleManifest
     click.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))

@@ -72,19 +72,26 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
               help="Just make sure the cached embedded default is trained; print its folder.")
 @click.option("--world-seed", type=click.IntRange(min=0), default=0, show_default=True, help="With --embedded.")
 @click.option("--n-profiles", type=click.IntRange(min=8), default=100, show_default=True, help="With --embedded.")
+@click.option("--retrain", is_flag=True,
+              help="With --embedded: train into the cache even when steerkit ships this checkpoint.")
+@click.option("--device", default="cpu", show_default=True,
+              help="With --embedded --retrain: where to train (cpu or cuda; part of the cache key).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
 def command(data, arch, model_id, out, overwrite, epochs, seed, lr, batch_size, max_steps, size, embedded,
-            world_seed, n_profiles, quiet):
+            world_seed, n_profiles, retrain, device, quiet):
     """Vanilla fine-tune on MLLMU-Bench-layout data (the step before unlearning).
 
     Trains on every pair of ft_Data/ (and ft_Extra/ when present) with the loss on the answer only,
     AdamW with warm-up and cosine decay, and writes a checkpoint that every steerkit command loads
-    (model.id: OUT). --embedded only builds the cached default model that 'embedded:NAME' names.
+    (model.id: OUT). --embedded prints the folder of the model 'embedded:NAME' names: the checkpoint
+    shipped with steerkit (world seed 0), else the cache, trained there when missing; --retrain trains
+    a sibling into the cache with the same pinned config (see docs: reproducibility).
 
     \b
     Examples:
       steerkit train --embedded llava
+      steerkit train --embedded llava --retrain --device cuda
       steerkit train --data ~/MLLMU-Bench --arch llava --out runs/my_llava --epochs 20
       steerkit train --data ~/MLLMU-Bench --model ./my-vlm --out runs/my_vlm_ft --epochs 3 --lr 2e-5
     """
@@ -97,7 +104,11 @@ def command(data, arch, model_id, out, overwrite, epochs, seed, lr, batch_size, 
             raise _problem("--embedded takes no --data, --arch, --model or --out",
                            "--embedded was combined with options for training on your own data",
                            "run 'steerkit train --embedded llava' on its own", "--embedded")
-        path = ensure_embedded(embedded, world_seed=world_seed, n_profiles=n_profiles, progress=not quiet)
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise _problem(f"unknown --device '{device}'", "expected cpu, cuda or cuda:N", "e.g. --device cuda",
+                           "--device")
+        path = ensure_embedded(embedded, world_seed=world_seed, n_profiles=n_profiles, progress=not quiet,
+                               device=device, shipped=not retrain)
         click.echo(str(path))
         return
     if data is None or out is None:

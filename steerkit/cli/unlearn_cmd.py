@@ -27,7 +27,7 @@ def _summary(report) -> str:
              f"({t.changed_tensors} tensors)",
              f"- peak memory: +{t.memory.get('rss_increase_mib')} MiB RSS over the loaded model "
              f"(maxrss delta {t.memory.get('maxrss_delta_mib')} MiB)",
-             f"- final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in t.final_losses.items()),
+             "- final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in t.final_losses.items()),
              f"- checkpoint: {report.checkpoint or '(not saved)'}"]
     if report.metrics:
         lines += ["", "| split | VQA | QA | vanilla VQA | vanilla QA |", "|---|---|---|---|---|"]

@@ -13,6 +13,7 @@ lines gives a wrong direction with no error, so every bad line is reported, by l
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from steerkit.bounded_io import (MAX_IMAGE_BYTES, MAX_INPUT_BYTES, MAX_LINE_BYTES, UnreadableFile, bad_unicode,
+                                 read_bounded)
 from steerkit.data.items import ContrastItem
 from steerkit.errors import DataError, Problem, ProblemCollector, did_you_mean
 
@@ -46,6 +49,10 @@ def _line_problems(obj: Any, path: str, n: int) -> list[Problem]:
         if obj.get(key) is not None and not isinstance(obj[key], str):
             out.append(Problem(f"'{key}' must be a string or null, got {type(obj[key]).__name__}",
                                path=path, line=n, key_path=key, code="SK612"))  # fmt: skip
+    for key in ("prompt", "target"):  # tokenizers raise on a lone surrogate ("\ud800" in JSON)
+        why = bad_unicode(obj[key]) if isinstance(obj.get(key), str) else None
+        if why:
+            out.append(Problem(f"'{key}' {why}", path=path, line=n, key_path=key, code="SK612"))
     return out
 
 
@@ -57,19 +64,28 @@ def read_contrast_jsonl(path: str | os.PathLike[str]) -> list[ContrastItem]:
             unreadable image (all problems are listed at once).
     """
     file = Path(path)
-    if not file.is_file():
-        raise DataError("contrast file not found",
-                        [Problem("no such file", path=str(file), code="SK601")])
+    try:  # bounded and non-blocking: a FIFO or /dev/zero named as a contrast file must not hang (#18)
+        data = read_bounded(file, MAX_INPUT_BYTES)
+    except UnreadableFile as exc:
+        raise DataError("contrast file not found" if exc.missing else f"cannot read contrast file {file}",
+                        [Problem("no such file" if exc.missing else exc.reason, path=str(file),
+                                 code="SK601")]) from None
     problems = ProblemCollector()
     items: list[ContrastItem] = []
     images: dict[Path, Image.Image] = {}
-    with file.open(encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
-    for n, raw in enumerate(lines, start=1):
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
+        if len(raw) > MAX_LINE_BYTES:
+            problems.add(Problem(f"line is {len(raw):,} bytes; the limit is {MAX_LINE_BYTES:,}", path=str(file),
+                                 line=n, code="SK611"))
+            continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, RecursionError) as exc:
+            problems.add(Problem(f"invalid JSON: {type(exc).__name__}", path=str(file), line=n, code="SK611",
+                                 hint="save the file as UTF-8, one flat JSON object per line"))
+            continue
         except json.JSONDecodeError as exc:
             problems.add(Problem(f"invalid JSON: {exc.msg}", path=str(file), line=n,
                                  column=exc.colno, code="SK611"))  # fmt: skip
@@ -83,15 +99,16 @@ def read_contrast_jsonl(path: str | os.PathLike[str]) -> list[ContrastItem]:
         if obj.get("image"):
             img_path = (file.parent / obj["image"]).resolve()
             if img_path not in images:
-                if not img_path.is_file():
-                    problems.add(Problem(f"image not found: {img_path}", path=str(file), line=n,
-                                         key_path="image", code="SK613",
+                try:
+                    with Image.open(io.BytesIO(read_bounded(img_path, MAX_IMAGE_BYTES))) as im:
+                        images[img_path] = im.convert("RGB")
+                except UnreadableFile as exc:
+                    problems.add(Problem(f"image not found: {img_path}" if exc.missing else
+                                         f"image cannot be read ({exc.reason}): {img_path}", path=str(file),
+                                         line=n, key_path="image", code="SK613",
                                          hint="image paths are relative to the jsonl file"))
                     continue
-                try:
-                    with Image.open(img_path) as im:
-                        images[img_path] = im.convert("RGB")
-                except OSError as exc:
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
                     problems.add(Problem(f"image does not decode: {img_path}: {exc}",
                                          path=str(file), line=n, key_path="image", code="SK613"))
                     continue

@@ -30,6 +30,10 @@ class EvalItem:
     answer: str  # ground truth: option letter (classification), sentence (generation), fill (cloze)
     index: int = 0  # position in the profile's task list (MLLMU aligns Full_Set/Test_Set by index)
     options: Optional[dict[str, str]] = None  # A-D texts, classification only
+    # re-elicitation attacks (steerkit.data.attacks): earlier (user, assistant) turns of the conversation, the
+    # image going with the first, and text the assistant's answer is forced to start with
+    history: tuple[tuple[str, str], ...] = ()
+    assistant_prefix: str = ""
 
 
 @dataclass(frozen=True)

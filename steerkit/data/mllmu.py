@@ -214,10 +214,10 @@ def eval_items(root: PathLike, split: str, forget_ratio: int = 10,
     if split == "refusal":
         if "refusal" not in task_set:
             return []
-        items = _refusal_items(read_config(root, "Refusal_Set"), mod_set,
-                               str(Path(root) / "Refusal_Set"), problems)  # fmt: skip
+        refusal = _refusal_items(read_config(root, "Refusal_Set"), mod_set,
+                                 str(Path(root) / "Refusal_Set"), problems)  # fmt: skip
         problems.raise_if_any(DataError, "malformed Refusal_Set")
-        return items
+        return refusal
     forget_cfg, retain_cfg = f"forget_{forget_ratio}", f"retain_{100 - forget_ratio}"
     config, keep = {"forget": (forget_cfg, None), "retain": (retain_cfg, None),
                     "utility": ("Retain_Set", None), "test": ("Test_Set", forget_cfg),
@@ -243,6 +243,16 @@ def _train_folders(root_or_dirs: PathLike | Sequence[PathLike],
             return [(root.parent, root.name)]
         return [(root, c) for c in configs]
     return [(Path(d).parent, Path(d).name) for d in root_or_dirs]
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    """A fine-tuning row's profile ID: its ``ID`` column, else the stem of its image name (the released
+    ft_Data may have no ID column; its images are named ``<ID>.png``)."""
+    if row.get("ID"):
+        return str(row["ID"])
+    img = row.get("image")
+    name = img.get("path") if isinstance(img, dict) else None
+    return Path(str(name)).stem if name else ""
 
 
 def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
@@ -287,6 +297,6 @@ def train_pairs(root_or_dirs: PathLike | Sequence[PathLike],
             for e in entries:
                 text_only = e.get("Type") == "Pure_Text"
                 pairs.append(TrainPair(str(e["Question"]), str(e["Answer"]),
-                                       None if text_only else image, str(row.get("ID") or "")))
+                                       None if text_only else image, _row_id(row)))
     problems.raise_if_any(DataError, "malformed training data")
     return pairs

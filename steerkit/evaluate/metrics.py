@@ -90,7 +90,7 @@ def fallback_is_refusal(answer: str) -> bool:
 def default_is_refusal() -> Callable[[str], bool]:
     """The project's refusal detector, imported lazily so this module works before it exists."""
     try:
-        from steerkit.data.prompts import is_refusal  # type: ignore[import-not-found]
+        from steerkit.data.prompts import is_refusal
     except ImportError:
         return fallback_is_refusal
     return is_refusal
@@ -140,7 +140,7 @@ def aggregate(records: Sequence[Mapping]) -> dict:
             value = mean(r["metrics"].get(name) for r in recs)
             cell[name] = _scale(name, value)
         cell["refusal_rate"] = _scale("refusal_rate", mean(float(r["refusal"]) for r in recs))
-        gates = [r.get("gate") for r in recs if r.get("gate") is not None]
+        gates = [float(r["gate"]) for r in recs if r.get("gate") is not None]
         if gates:
             cell["gate_mean"] = mean(gates)
         cell["n"] = len(recs)

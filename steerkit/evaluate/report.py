@@ -124,7 +124,7 @@ def gate_diagnostics(result: EvalResult) -> dict[str, Any] | None:
     values = {s: result.gate_values(s) for s in splits}
     by_mod: dict[str, dict[str, list[float]]] = {}
     for r in gated:
-        by_mod.setdefault(r.modality, {}).setdefault(r.split, []).append(r.gate)
+        by_mod.setdefault(r.modality, {}).setdefault(r.split, []).append(float(r.gate or 0.0))  # gated: not None
     mods = _ordered(by_mod, MODALITY_ORDER)
     return {"splits": {s: gate_stats(values[s]) for s in splits}, "auc": _aucs(values),
             "by_modality": {m: {"splits": {s: gate_stats(by_mod[m][s])
@@ -147,7 +147,7 @@ def compare(results: Results, *, include_records: bool = False) -> dict[str, Any
     """The machine-readable comparison: metrics, metadata and gate diagnostics per method."""
     body = {}
     for name, res in results.items():
-        entry = {"metrics": res.metrics, "meta": res.meta, "gate": gate_diagnostics(res)}
+        entry: dict[str, Any] = {"metrics": res.metrics, "meta": res.meta, "gate": gate_diagnostics(res)}
         if include_records:
             entry["records"] = [r.to_dict() for r in res.records]
         body[name] = entry
@@ -222,12 +222,12 @@ def markdown_table(results: Results, task: str, metrics: Sequence[str] | None = 
 def markdown_gate_table(results: Results) -> str:
     """Gate mean / median / 5-95 % range / negative share per split, then the AUC lines."""
     diags = {n: gate_diagnostics(r) for n, r in results.items()}
-    diags = {n: d for n, d in diags.items() if d}
-    if not diags:
+    present: dict[str, dict[str, Any]] = {n: d for n, d in diags.items() if d}
+    if not present:
         return ""
     header = ["method", "split", "n", "mean", "q05", "median", "q95", "neg%"]
     rows = []
-    for name, d in diags.items():
+    for name, d in present.items():
         for split, st in d["splits"].items():
             rows.append([name, split, str(st["n"])] + [fmt("gate", st.get(k)) for k in
                         ("mean", "q05", "q50", "q95")] + [fmt("accuracy", 100 * st["frac_negative"])])
@@ -235,7 +235,7 @@ def markdown_gate_table(results: Results) -> str:
     aucs = [f"- {name} AUC {pair.replace('_vs_', ' vs ')}: {fmt('auc', v)}"
             + "".join(f", {m} {fmt('auc', md['auc'].get(pair))}"
                       for m, md in d["by_modality"].items())
-            for name, d in diags.items() for pair, v in d["auc"].items()]
+            for name, d in present.items() for pair, v in d["auc"].items()]
     return text + ("\n\n" + "\n".join(aucs) if aucs else "")
 
 

@@ -8,14 +8,16 @@ that name the input and the fix, never a raw traceback. Remote code stays off un
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Union
 
 import torch
 
 from ..errors import AdapterError, DataError, Problem, RecipeError
-from .processors import PROCESSOR_KINDS, load_processor
+from .processors import PROCESSOR_KINDS, ProcessorSpecError, as_recipe, load_processor
 
 LOADERS = ("image_text_to_text", "causal_lm")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
@@ -73,9 +75,36 @@ def _dtype(dtype: Any) -> Any:
           f"use one of: {', '.join(_DTYPES)}", "SK703", key="model.dtype", cls=RecipeError)
 
 
+def remote_code_notice(ref: str, revision: Optional[str]) -> str:
+    """What ``trust_remote_code=True`` is about to run, said before transformers imports any of it (#18)."""
+    path = Path(ref)
+    if path.is_dir():
+        files = sorted(p.name for p in path.glob("*.py"))[:20]
+        auto_map: dict = {}
+        try:
+            from ..bounded_io import read_bounded
+
+            auto_map = json.loads(read_bounded(path / "config.json", 1 << 20)).get("auto_map") or {}
+        except Exception:  # noqa: BLE001 - only a notice; loading reports a bad config itself
+            pass
+        named = ", ".join(f"{k} -> {v}" for k, v in list(auto_map.items())[:10]) if isinstance(auto_map, dict) else ""
+        return (f"warning: model.trust_remote_code is true: transformers may import and run the Python files "
+                f"in {path} ({', '.join(files) or 'none found'})"
+                + (f"; config.json auto_map: {named}" if named else ""))
+    pinned = f"revision {revision}" if revision else "its latest revision (unpinned: set model.revision)"
+    return (f"warning: model.trust_remote_code is true: transformers may download and run the Python files of "
+            f"the Hub repository {ref} at {pinned} that its config.json auto_map names")
+
+
 def _load_config(ref: str, revision: Optional[str], trust_remote_code: bool):
     from transformers import AutoConfig
 
+    if type(trust_remote_code) is not bool:  # a security switch: "on", 1 or "false" (truthy!) are refused
+        _fail("trust_remote_code must be True or False", f"got {trust_remote_code!r}",
+              "pass the boolean True only if you trust the model's code", "SK711", key="model.trust_remote_code",
+              cls=RecipeError)
+    if trust_remote_code:
+        print(remote_code_notice(ref, revision), file=sys.stderr, flush=True)
     try:
         return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
@@ -93,14 +122,15 @@ def _load_config(ref: str, revision: Optional[str], trust_remote_code: bool):
               "download it first with `huggingface-cli download ORG/NAME --local-dir DIR` and pass DIR", "SK706")
 
 
-def _pick_loader(config: Any) -> tuple[str, str]:
-    """(loader, processor kind) for a config: from the adapter serving it, else from the Auto mappings."""
-    from ..adapter import list_adapters
+def _pick_loader(config: Any) -> tuple[str, Any]:
+    """(loader, processor recipe) for a config: from the adapter serving it, else from the Auto mappings."""
+    from ..adapter import registry
 
-    arch = architecture_of(config)
-    for adapter, _ in list_adapters().values():
-        if arch in adapter.match.architectures:
-            return adapter.loader, adapter.processor.kind
+    reg = registry()
+    name = reg.by_arch.get(architecture_of(config))
+    if name is not None:
+        adapter = reg.adapters[name][0]
+        return adapter.loader, adapter.processor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
@@ -110,23 +140,21 @@ def _pick_loader(config: Any) -> tuple[str, str]:
 
 def load_pretrained(model_id_or_path: Union[str, os.PathLike], *, revision: Optional[str] = None,
                     dtype: Any = None, device_map: Any = None, trust_remote_code: bool = False,
-                    processor_kind: str = "auto", loader: Optional[str] = "image_text_to_text"):
+                    processor_kind: Any = "auto", loader: Optional[str] = "image_text_to_text"):
     """Load ``(model, processor_or_None, tokenizer)``; the model is in eval mode.
 
     ``loader`` picks the Auto class (``None``/"auto": from the adapter serving the checkpoint's
-    architecture, else from the config). ``processor_kind`` is an adapter's ``processor.kind``;
-    "tokenizer" (and every causal-LM load) returns no processor. The tokenizer is the processor's
+    architecture, else from the config). ``processor_kind`` is a kind name or an adapter's ``processor``
+    section; "tokenizer" (and every causal-LM load) returns no processor. The tokenizer is the processor's
     own when there is one, so both see the same special tokens.
     """
     ref = check_source(model_id_or_path)
     torch_dtype = _dtype(dtype)
-    if processor_kind not in PROCESSOR_KINDS:
-        _fail(f"unknown processor kind '{processor_kind}'", f"processor kind '{processor_kind}' is not known",
-              f"use one of: {', '.join(PROCESSOR_KINDS)}", "SK707", key="processor.kind", cls=AdapterError)
+    _check_kind(processor_kind)
     config = _load_config(ref, revision, trust_remote_code)
     if loader in (None, "auto"):
         loader, auto_kind = _pick_loader(config)
-        processor_kind = auto_kind if processor_kind == "auto" else processor_kind
+        processor_kind = auto_kind if _kind_name(processor_kind) == "auto" else processor_kind
     if loader not in LOADERS:
         _fail(f"unknown loader '{loader}'", f"loader '{loader}' is not known", f"use one of: {', '.join(LOADERS)}",
               "SK707", key="loader", cls=AdapterError)
@@ -136,27 +164,52 @@ def load_pretrained(model_id_or_path: Union[str, os.PathLike], *, revision: Opti
 
 
 def load_preprocessors(model_id_or_path: Union[str, os.PathLike], *, revision: Optional[str] = None,
-                       trust_remote_code: bool = False, processor_kind: str = "auto",
+                       trust_remote_code: bool = False, processor_kind: Any = "auto",
                        loader: Optional[str] = "image_text_to_text") -> tuple[Any, Any]:
     """``(processor_or_None, tokenizer)`` of a checkpoint without loading its weights (for a model that
     runs elsewhere, e.g. on an NDIF server). Arguments as in ``load_pretrained``."""
     ref = check_source(model_id_or_path)
+    _check_kind(processor_kind)
     config = _load_config(ref, revision, trust_remote_code)
     if loader in (None, "auto"):
         loader, auto_kind = _pick_loader(config)
-        processor_kind = auto_kind if processor_kind == "auto" else processor_kind
+        processor_kind = auto_kind if _kind_name(processor_kind) == "auto" else processor_kind
     return _load_preprocessors(ref, loader, processor_kind, revision, trust_remote_code)
 
 
-def _load_preprocessors(ref: str, loader: str, processor_kind: str, revision, trust_remote_code: bool):
+def _kind_name(kind: Any) -> str:
+    return kind if isinstance(kind, str) else kind.kind
+
+
+def _check_kind(kind: Any) -> None:
+    try:
+        as_recipe(kind)
+    except ProcessorSpecError as exc:
+        _fail(f"unknown processor kind '{_kind_name(kind)}'", f"processor setting not usable: {exc}",
+              f"use one of: {', '.join(PROCESSOR_KINDS)}",
+              "SK707", key="processor.kind", cls=AdapterError)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of a message: transformers' backend errors start with a newline."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+PROCESSOR_HINT = ("name the processor in the adapter as data: processor: {class: <transformers processor class>, "
+                  "image_processor: <its *ImageProcessorPil class>} builds it without torchvision (see "
+                  "docs/adapters.md, 'Processor settings'); the checkpoint also needs its tokenizer and image "
+                  "processor files")
+
+
+def _load_preprocessors(ref: str, loader: str, processor_kind: Any, revision, trust_remote_code: bool):
     processor = None
-    if loader == "image_text_to_text" and processor_kind != "tokenizer":
+    if loader == "image_text_to_text" and _kind_name(processor_kind) != "tokenizer":
         try:
             processor = load_processor(ref, processor_kind, revision=revision, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
-            _fail(f"cannot load the processor of {ref}", f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                  "the checkpoint needs its tokenizer and image processor files (save the processor next to the "
-                  "model), or set the adapter's processor.kind to a *_no_video kind", "SK708", cls=AdapterError)
+        except Exception as exc:  # noqa: BLE001 - any failure building a processor is a wrong adapter setting
+            _fail(f"cannot load the processor of {ref}", f"{type(exc).__name__}: {_first_line(exc)}",
+                  PROCESSOR_HINT, "SK708", key="processor", cls=AdapterError)
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None:
         from transformers import AutoTokenizer

@@ -1,36 +1,55 @@
 """Processors that work without torchvision, and a save/rebuild path for them.
 
 Why: torchvision cannot be installed next to the CPU torch this project pins (its ABI breaks every
-transformers model import), and transformers 5 builds video processors only with torchvision. The
-Qwen2-VL, Qwen2.5-VL and SmolVLM processors therefore cannot be constructed, saved or loaded by
-``AutoProcessor`` as shipped, although images never need the video half. The ``*NoVideoProcessor``
-classes accept ``video_processor=None``; ``save_processor`` writes the same files a Hub checkpoint
-holds (tokenizer, image processor, ``processor_config.json``, ``chat_template.jinja``); and
-``load_processor`` falls back to rebuilding the processor from the saved tokenizer + image
-processor when ``AutoProcessor.from_pretrained`` fails for lack of torchvision.
+transformers model import), and transformers 5 builds video processors only with torchvision. Most
+current VLM processors (Qwen2/2.5/3-VL, LLaVA-OneVision, InternVL, SmolVLM, ...) therefore cannot be
+constructed, saved or loaded by ``AutoProcessor`` as shipped, although images never need the video
+half. An adapter says how to assemble its processor as data (``processor: {class: ...,
+image_processor: ...Pil}``): ``compose`` builds the named transformers processor class with only a
+tokenizer and the named image processor (the PIL backend needs no torchvision), every other part
+(video processor, audio feature extractor) left out. Two families need code that data cannot
+express, kept as hand-written kinds: ``smolvlm_no_video`` (its chat template reads the video
+processor) and ``pixtral`` (transformers declares the Pixtral processor torchvision-only).
+``save_processor`` writes the same files a Hub checkpoint holds (tokenizer, image processor,
+``processor_config.json``, ``chat_template.jinja``); ``load_processor`` rebuilds a processor from them.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from transformers import ProcessorMixin, Qwen2_5_VLProcessor, Qwen2VLProcessor, SmolVLMProcessor
 
-PROCESSOR_KINDS = ("auto", "qwen2_vl_no_video", "qwen2_5_vl_no_video", "smolvlm_no_video", "tokenizer")
+from .pixtral import PixtralNoTorchvisionProcessor
+
+# "compose" assembles the classes an adapter names; the *_no_video kinds for Qwen2(.5)-VL are the same
+# thing under their old names (kept so existing adapter files stay valid).
+PROCESSOR_KINDS = ("auto", "compose", "tokenizer", "pixtral", "smolvlm_no_video", "qwen2_vl_no_video",
+                   "qwen2_5_vl_no_video")
+# Parts a composed processor is always built with; every other part is left out.
+_KEPT_PARTS = ("tokenizer", "image_processor")
+
+
+class ProcessorSpecError(ValueError):
+    """A processor setting names a class that does not exist or cannot be used here."""
 
 
 class _NoVideoMixin:
-    """Allows ``video_processor=None`` and saves in the stock layout (loadable by the stock class)."""
+    """Allows the parts left out (video processor, audio feature extractor) to be None and saves in the
+    stock layout (loadable by the stock class)."""
 
     def check_argument_for_proper_class(self, name, arg):
         return None if arg is None else super().check_argument_for_proper_class(name, arg)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        out.pop("video_processor", None)
+        for part in type(self).get_attributes():
+            if getattr(self, part, None) is None:
+                out.pop(part, None)
         out["processor_class"] = self._stock_class().__name__  # so AutoProcessor resolves the real class
         return out
 
@@ -63,19 +82,80 @@ class SmolVLMNoVideoProcessor(_NoVideoMixin, SmolVLMProcessor):
 
 _NO_VIDEO: dict[str, type] = {"qwen2_vl_no_video": Qwen2VLNoVideoProcessor,
                               "qwen2_5_vl_no_video": Qwen25VLNoVideoProcessor,
-                              "smolvlm_no_video": SmolVLMNoVideoProcessor}
-_KIND_OF_STOCK = {cls._stock_class().__name__: kind for kind, cls in _NO_VIDEO.items()}
+                              "smolvlm_no_video": SmolVLMNoVideoProcessor,
+                              "pixtral": PixtralNoTorchvisionProcessor}
+_KIND_OF_STOCK = {getattr(cls, "stock_name", None) or cls._stock_class().__name__: kind
+                  for kind, cls in _NO_VIDEO.items()}
+# One composed class per stock class, so that rebuilding gives the very class the first build gave.
+_COMPOSED: dict[type, type] = {Qwen2VLProcessor: Qwen2VLNoVideoProcessor, Qwen2_5_VLProcessor: Qwen25VLNoVideoProcessor}
 
 
 def no_video_kind(processor_class: str | None) -> str | None:
-    """The ``*_no_video`` kind that rebuilds a stock processor class, or None if none is needed."""
+    """The hand-written kind that rebuilds a stock processor class, or None if none is needed."""
     return _KIND_OF_STOCK.get(processor_class or "")
+
+
+def _transformers_class(name: str, base_name: str, what: str) -> type:
+    """A class exported by transformers, by name only (adapters never carry import paths)."""
+    import transformers
+
+    if not name.isidentifier():
+        raise ProcessorSpecError(f"{what} '{name}' is not a class name")
+    try:
+        cls = getattr(transformers, name)
+    except (AttributeError, ImportError) as exc:
+        raise ProcessorSpecError(f"transformers {transformers.__version__} has no {what} '{name}' "
+                                 f"({_first_line(exc)})") from None
+    base = getattr(transformers, base_name)
+    try:  # a class transformers declares for a missing backend is a stand-in that raises on use
+        ok = isinstance(cls, type) and issubclass(cls, base)
+        if ok:
+            cls.__mro__  # noqa: B018 - touching the class makes a torchvision-only stand-in raise
+    except ImportError as exc:
+        raise ProcessorSpecError(f"{what} '{name}' cannot be used: {_first_line(exc)}") from None
+    if getattr(cls, "_backends", None) and "torchvision" in cls._backends:
+        raise ProcessorSpecError(f"{what} '{name}' cannot be used: transformers declares it torchvision-only, "
+                                 "and steerkit runs without torchvision")
+    if not ok:
+        raise ProcessorSpecError(f"'{name}' is not a {what} (not a subclass of transformers.{base_name})")
+    return cls
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception message (transformers' often start with a newline)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def processor_class(name: str) -> type:
+    """The no-torchvision variant of the transformers processor class ``name``: only the tokenizer and
+    the image processor are required; every other part is left out (None)."""
+    stock = _transformers_class(name, "ProcessorMixin", "processor class")
+    if set(stock.get_attributes()) <= set(_KEPT_PARTS):  # nothing to leave out: the stock class as is
+        return stock
+    if stock not in _COMPOSED:
+        _COMPOSED[stock] = type(f"{stock.__name__}ImagesOnly", (_NoVideoMixin, stock),
+                                {"__module__": __name__, "__doc__": f"{stock.__name__} for images and text only."})
+    return _COMPOSED[stock]
+
+
+def image_processor_class(name: str) -> type:
+    """The transformers image processor class ``name`` (e.g. a ``*ImageProcessorPil`` backend)."""
+    return _transformers_class(name, "ImageProcessingMixin", "image processor class")
+
+
+def _stock_name(processor: Any) -> str:
+    """The transformers class name a saved processor records (what AutoProcessor would build)."""
+    named = getattr(type(processor), "stock_name", None)
+    if named:
+        return named
+    return processor._stock_class().__name__ if isinstance(processor, _NoVideoMixin) else type(processor).__name__
 
 
 def _save_parts(processor: Any, out: Path) -> list[str]:
     """Save tokenizer, image processor, chat template and processor_config.json one by one."""
     out.mkdir(parents=True, exist_ok=True)
-    stock = processor._stock_class().__name__ if isinstance(processor, _NoVideoMixin) else type(processor).__name__
+    stock = _stock_name(processor)
     tok = getattr(processor, "tokenizer", None)
     if tok is not None:
         tok._set_processor_class(stock)
@@ -117,67 +197,93 @@ def _processor_dict(path: str | os.PathLike, revision: str | None) -> dict[str, 
     return found
 
 
-def build_processor(kind: str, path_or_none: str | os.PathLike | None, tokenizer: Any, image_processor: Any,
+@dataclass(frozen=True)
+class ProcessorRecipe:
+    """How to build a processor: a kind, and for ``compose`` the transformers classes to assemble.
+
+    Mirrors an adapter's ``processor:`` section (``steerkit.adapter.ProcessorSpec``)."""
+
+    kind: str = "auto"
+    class_name: Optional[str] = None  # a transformers processor class, e.g. "Qwen3VLProcessor"
+    image_processor: Optional[str] = None  # a transformers image processor class, e.g. "Qwen2VLImageProcessorPil"
+
+
+def as_recipe(spec: Any) -> ProcessorRecipe:
+    """A ProcessorRecipe from a kind name, an adapter's ProcessorSpec or a ProcessorRecipe."""
+    if isinstance(spec, ProcessorRecipe):
+        recipe = spec
+    elif isinstance(spec, str):
+        recipe = ProcessorRecipe(spec)
+    else:
+        recipe = ProcessorRecipe(spec.kind, getattr(spec, "class_", None), getattr(spec, "image_processor", None))
+    if recipe.kind not in PROCESSOR_KINDS:
+        raise ProcessorSpecError(f"unknown processor kind '{recipe.kind}'; choose one of: {', '.join(PROCESSOR_KINDS)}")
+    if recipe.kind == "compose" and not recipe.class_name:
+        raise ProcessorSpecError("processor kind 'compose' needs 'class' (a transformers processor class name)")
+    return recipe
+
+
+def build_processor(kind: Any, path_or_none: str | os.PathLike | None, tokenizer: Any, image_processor: Any,
                     *, revision: str | None = None, **overrides: Any) -> Any:
     """Assemble a processor of ``kind`` from its parts, reading its settings from ``path_or_none``.
 
-    Settings (``image_seq_len``, ``chat_template``, ...) come from the checkpoint's
-    ``processor_config.json`` when a path is given, then ``overrides``. ``kind="tokenizer"`` means
-    the family has no processor and returns None; ``kind="auto"`` uses the class the checkpoint names.
+    ``kind`` is a kind name or a ProcessorRecipe / adapter ProcessorSpec (for ``compose``). Settings
+    (``image_seq_len``, ``chat_template``, ...) come from the checkpoint's ``processor_config.json``
+    when a path is given, then ``overrides``. ``kind="tokenizer"`` means the family has no processor
+    and returns None; ``kind="auto"`` uses the class the checkpoint names.
     """
-    if kind == "tokenizer":
+    recipe = as_recipe(kind)
+    if recipe.kind == "tokenizer":
         return None
     settings = _processor_dict(path_or_none, revision) if path_or_none is not None else {}
-    if kind in _NO_VIDEO:
-        cls = _NO_VIDEO[kind]
-    elif kind == "auto":
-        import transformers
-
+    if recipe.kind == "compose":
+        cls = processor_class(recipe.class_name)
+    elif recipe.kind in _NO_VIDEO:
+        cls = _NO_VIDEO[recipe.kind]
+    else:  # auto: the class the checkpoint names, without the parts that need torchvision
         name = settings.get("processor_class")
-        cls = getattr(transformers, name, None) if name else None
-        if cls is None:
-            raise ValueError(f"cannot tell which processor class to build for {path_or_none!r}: no "
-                             "processor_config.json names one; pass a *_no_video kind or a checkpoint path")
+        if not name:
+            raise ProcessorSpecError(f"cannot tell which processor class to build for {path_or_none!r}: no "
+                                     "processor_config.json names one; name it in the adapter "
+                                     "(processor: {class: ...}) or pass a checkpoint path")
         kind_nv = no_video_kind(name)
-        cls = _NO_VIDEO[kind_nv] if kind_nv else cls
-    else:
-        raise ValueError(f"unknown processor kind '{kind}'; choose one of: {', '.join(PROCESSOR_KINDS)}")
+        cls = _NO_VIDEO[kind_nv] if kind_nv else processor_class(name)
     params = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in {**settings, **overrides}.items()
-              if k in params and k not in ("self", "tokenizer", "image_processor", "video_processor")}
-    parts: dict[str, Any] = {"tokenizer": tokenizer, "image_processor": image_processor}
-    if "video_processor" in params:
-        parts["video_processor"] = None
+    parts = {p: None for p in cls.get_attributes()}  # the parts left out (video, audio) stay None
+    parts.update(tokenizer=tokenizer, image_processor=image_processor)
+    kwargs = {k: v for k, v in {**settings, **overrides}.items() if k in params and k != "self" and k not in parts}
     return cls(**parts, **kwargs)
 
 
-def load_processor(path: str | os.PathLike, kind: str = "auto", *, revision: str | None = None,
+def load_processor(path: str | os.PathLike, kind: Any = "auto", *, revision: str | None = None,
                    trust_remote_code: bool = False) -> Any:
     """Load the processor of a local checkpoint or Hub id; None for ``kind="tokenizer"``.
 
-    ``auto`` tries ``AutoProcessor`` and, when that fails because a video processor needs
-    torchvision, rebuilds the no-video variant from the saved tokenizer and image processor.
+    ``auto`` tries ``AutoProcessor`` and, when that fails (typically because a video processor needs
+    torchvision), rebuilds the class the checkpoint names from its saved tokenizer and image
+    processor. ``compose`` (a ProcessorRecipe or an adapter's ProcessorSpec) builds the classes named.
     """
-    if kind == "tokenizer":
+    recipe = as_recipe(kind)
+    if recipe.kind == "tokenizer":
         return None
-    if kind not in PROCESSOR_KINDS:
-        raise ValueError(f"unknown processor kind '{kind}'; choose one of: {', '.join(PROCESSOR_KINDS)}")
     from transformers import AutoProcessor
 
-    if kind == "auto":
+    if recipe.kind == "auto":
         try:
             return AutoProcessor.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
         except (ImportError, AttributeError, ValueError, OSError, TypeError) as exc:
-            kind = no_video_kind(_processor_dict(path, revision).get("processor_class")) or ""
-            if not kind:
+            if not _processor_dict(path, revision).get("processor_class"):
                 raise exc
-    return _rebuild(path, kind, revision, trust_remote_code)
+    return _rebuild(path, recipe, revision, trust_remote_code)
 
 
-def _rebuild(path: str | os.PathLike, kind: str, revision: str | None, trust_remote_code: bool) -> Any:
+def _rebuild(path: str | os.PathLike, recipe: ProcessorRecipe, revision: str | None, trust_remote_code: bool) -> Any:
     from transformers import AutoImageProcessor, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
-    image_processor = AutoImageProcessor.from_pretrained(str(path), revision=revision,
-                                                         trust_remote_code=trust_remote_code)
-    return build_processor(kind, path, tok, image_processor, revision=revision)
+    if recipe.image_processor:
+        image_processor = image_processor_class(recipe.image_processor).from_pretrained(str(path), revision=revision)
+    else:
+        image_processor = AutoImageProcessor.from_pretrained(str(path), revision=revision,
+                                                             trust_remote_code=trust_remote_code)
+    return build_processor(recipe, path, tok, image_processor, revision=revision)

@@ -8,7 +8,8 @@ tokens, projected to the text width). Both are real transformers classes with re
 every steerkit code path (adapters, nnsight, ``load_pretrained``) runs on them unchanged.
 
 The tokenizer is a byte-level BPE trained on the world's own text (~1,000 entries: nearly every
-word of the world is one token, which keeps prompts short and the embedding small), with each architecture's special tokens registered as named extras
+word of the world is one token, which keeps prompts short and the embedding small), with each architecture's
+special tokens registered as named extras
 (``tok.image_token_id`` ...) because the processors read them. Sizes live in :class:`SmallSize`,
 whose ``key()`` enters the embedded-model cache key.
 """
@@ -132,6 +133,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 640, *, arch: str = 
 
     _check_arch(arch)
     if arch == "llava":
+        specials: tuple[str, ...]
         specials, named, add_bos, eos, template = ("<image>",), {"image_token": "<image>"}, True, "</s>", \
             LLAVA_CHAT_TEMPLATE
     else:
@@ -181,7 +183,7 @@ def _build_llava(size: SmallSize, tok):
                                  projection_dim=size.clip_hidden)
     text = tf.LlamaConfig(**_text_kwargs(size, tok))
     n_img = (size.image_size // size.clip_patch) ** 2
-    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,  # type: ignore[call-arg]  # alias of image_token_index
                          image_seq_length=n_img, vision_feature_layer=-2,
                          vision_feature_select_strategy="default", tie_word_embeddings=False)
     model = tf.LlavaForConditionalGeneration(cfg)

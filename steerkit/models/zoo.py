@@ -6,7 +6,8 @@ Each builder makes a 2-layer decoder (hidden 64) with a tiny vision tower, a byt
 tokenizer trained in code on a small English corpus, and a processor that works without
 torchvision. ``save_tiny`` writes a Hub-like checkpoint that ``loading.load_pretrained`` reads, so
 tests exercise the exact code path a user's model id takes. Recipes and sizes follow
-docs/stack-notes.md section 2; every quirk is commented where it is handled.
+docs/stack-notes.md section 2; every quirk is commented where it is handled. Families added later are
+built generically from their adapter's ``tiny:`` section (``tiny_generic``), with no builder here.
 """
 
 from __future__ import annotations
@@ -284,18 +285,38 @@ _BUILDERS: dict[str, Callable[[], tuple[Any, Any, Any]]] = {
 }
 
 
+def generic_tiny_names(user: bool = False) -> tuple[str, ...]:
+    """Adapters with a ``tiny:`` section and no hand-written builder: built from their YAML alone."""
+    from ..adapter import list_adapters
+
+    return tuple(sorted(n for n, (a, _) in list_adapters(user).items() if a.tiny is not None and n not in _BUILDERS))
+
+
+def _builder(name: str) -> Callable[[], tuple[Any, Any, Any]]:
+    if name in _BUILDERS:
+        return _BUILDERS[name]
+    from ..adapter import list_adapters
+    from .tiny_generic import build_from_adapter
+
+    found = list_adapters().get(name)
+    if found is None or found[0].tiny is None:
+        raise ValueError(f"no tiny model '{name}'; choose one of: {', '.join(TINY_NAMES + generic_tiny_names(True))}")
+    adapter = found[0]
+    return lambda: build_from_adapter(adapter, adapter.match.architectures[0])
+
+
 def build_tiny(name: str, *, seed: int = 0, std: float | None = None) -> TinyModel:
-    """Build the tiny model ``name`` (see ``TINY_NAMES``); the same seed gives the same weights.
+    """Build the tiny model ``name`` (see ``TINY_NAMES``, or any adapter with a ``tiny:`` section, built
+    generically from its config class); the same seed gives the same weights.
 
     ``std`` re-initialises every weight matrix (and Mllama's scalar tanh gates) from N(0, std):
     default init gives near-flat logits, which hides whether steering changed anything, and closed
     gates hide the image. Norm weights and biases keep their init. The global torch RNG is left untouched.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"no tiny model '{name}'; choose one of: {', '.join(TINY_NAMES)}")
+    builder = _builder(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor, tok = _BUILDERS[name]()
+        model, processor, tok = builder()
         if std is not None:
             with torch.no_grad():
                 for pname, p in model.named_parameters():

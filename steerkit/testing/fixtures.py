@@ -71,7 +71,8 @@ def make_plan(adapter_name: str, dims: tuple[int, int], recipe_yaml: str, seed: 
 def _random_prototypes(plan, hidden: int, gen: torch.Generator, k: int = 4):
     """Four prototypes (image/text x cosine/discriminant, two of them fully whitened) with affine maps that
     leave some rows open."""
-    g, tensors, keys = plan.gate, {}, {"prototypes": [], "centers": [], "inv_stds": []}
+    keys: dict[str, list[str]] = {"prototypes": [], "centers": [], "inv_stds": []}
+    g, tensors = plan.gate, {}
     for i in range(k):
         for field, kind in (("prototypes", "proto"), ("centers", "center"), ("inv_stds", "scale")):
             name = f"gate_{kind}.test.{i}"
@@ -94,3 +95,26 @@ name: t
 model: {id: tiny}
 bundle: {path: unused.safetensors}
 """
+
+
+def tiny_recipe(root, gate: str = "ridge_linear"):
+    """A runnable recipe on the tiny LLaVA (``tiny_workdir`` under ``root``) plus a portrait: what the
+    Python API page runs, in seconds. Returns (recipe path, image path)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(root)
+    tiny_workdir(root)
+    gate_yaml = "gate: {rule: always_on}\n" if gate == "always_on" else f"""gate:
+  rule: {gate}
+  forget: [{{kind: mllmu, path: world, split: forget, tasks: [classification]}}]
+  retain: [{{kind: mllmu, path: world, split: retain, tasks: [classification]}}]
+  holdout: 0.25
+"""
+    recipe = root / "recipe.yaml"
+    recipe.write_text(TINY_WORKDIR_RECIPE.format(name="tiny-notebook") + gate_yaml
+                      + "steer: {layers: {start: 0}, strength: {lambda: -4.0}}\n"
+                      + "bundle: {path: out/bundle.safetensors}\n")
+    image = root / "face.png"
+    shutil.copy(sorted((root / "world/contrast/images").iterdir())[0], image)
+    return recipe, image

@@ -102,4 +102,5 @@ class HookSteerer:
 
     def generate(self, inputs: dict, max_new_tokens: int, **kw) -> torch.Tensor:
         with torch.no_grad(), self.active(inputs):
-            return self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **kw)
+            return self.model.generate(**inputs, max_new_tokens=max_new_tokens,  # type: ignore[operator]
+                                       do_sample=False, **kw)

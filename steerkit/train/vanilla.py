@@ -193,7 +193,7 @@ def answer_losses(model: Any, inputs: dict[str, torch.Tensor],
         logits = model(**inputs, use_cache=False).logits[:, :-1][keep]
     nll = torch.nn.functional.cross_entropy(logits.float(), target[keep], reduction="none")
     rows = keep.nonzero()[:, 0]
-    per_row = torch.zeros(labels.shape[0]).index_add_(0, rows, nll.detach())
+    per_row = torch.zeros(labels.shape[0], device=nll.device).index_add_(0, rows, nll.detach())
     per_row = per_row / keep.sum(dim=1).clamp(min=1)
     return nll.mean(), per_row
 
@@ -281,8 +281,8 @@ def train_vanilla(session_or_parts: Any, pairs: Sequence[TrainPair], config: Tra
                                   for im in images]
                     enc = session.encode([p.prompt for p in batch], images, [p.answer for p in batch],
                                          padding_side="right")
-                    loss, per_row = answer_losses(model, enc.inputs, enc.labels)
-                    last_loss[idx] = per_row
+                    loss, per_row = answer_losses(model, enc.inputs, enc.labels.to(session.device))
+                    last_loss[idx] = per_row.cpu()  # the focus bookkeeping stays on the CPU
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.grad_clip:

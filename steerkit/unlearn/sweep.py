@@ -124,7 +124,7 @@ def run_sweep(config: Any, lrs: Sequence[float], steps: Sequence[int], *, task: 
                 rows.append(SweepRow(float(lr), step, round(h["seconds"], 2), acc, h["loss"]))
                 say(f"  lr {lr:g} steps {step}: forget {rows[-1].mean(SPLITS[0]):.0f}% "
                     f"retain {rows[-1].mean(SPLITS[1]):.0f}%")
-            session = None
+            session = None  # type: ignore[assignment]  # reloaded on the next learning rate
     vanilla_retain = SweepRow(0.0, 0, 0.0, vanilla).mean(SPLITS[1])
     chosen, qualified = choose(rows, vanilla_retain, max_retain_drop)
     return SweepResult(cfg.method, task, vanilla, rows, chosen, qualified, max_retain_drop, counts)

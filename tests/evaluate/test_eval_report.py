@@ -102,7 +102,10 @@ def test_json_round_trip_is_strict_and_atomic(results, tmp_path):
 def test_nan_becomes_null(tmp_path, make_items, perfect):
     res = evaluate(make_items(per_cell=1), perfect, progress=False,
                    gate_fn=lambda b: [math.nan] * len(b))
-    json.loads(R.write_json(tmp_path / "r.json", {"x": res}, include_records=True).read_text())
+    text = R.write_json(tmp_path / "r.json", {"x": res}, include_records=True).read_text()
+    assert "NaN" not in text  # strict JSON: other readers reject NaN
+    records = json.loads(text)["results"]["x"]["records"]
+    assert records and all(r["gate"] is None for r in records)
 
 
 def test_items_jsonl(results, tmp_path):

@@ -52,7 +52,7 @@ def test_nested_layout_counts_and_values(items, perfect):
     assert set(res.metrics) == {"forget", "retain"}
     for split in res.metrics:
         assert set(res.metrics[split]) == {"classification", "generation", "cloze"}
-        for task, by_mod in res.metrics[split].items():
+        for by_mod in res.metrics[split].values():
             assert set(by_mod) == {"vqa", "qa"}
             for cell in by_mod.values():
                 assert cell["n"] == 3

@@ -182,7 +182,7 @@ C["deep_flow_nesting.yaml"] = v("description: the valid recipe every hostile fil
                                 "description: " + "[" * 20000 + "]" * 20000)
 C["deep_moderate_nesting.yaml"] = v("description: the valid recipe every hostile file is derived from",
                                     "description: " + "[" * 150 + "]" * 150)
-C["deep_block_nesting.yaml"] = BASE + "deep:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(400)) 
+C["deep_block_nesting.yaml"] = BASE + "deep:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(400))
 C["tag_int_garbage.yaml"] = v("batch_size: 8", "batch_size: !!int eight")
 C["tag_bool_garbage.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: !!bool maybe\n")
 C["tag_timestamp_garbage.yaml"] = v("name: hostile-base", "name: !!timestamp yesterday")
@@ -195,6 +195,22 @@ random.seed(6)
 C["enc_binary.yaml"] = bytes(random.randrange(256) for _ in range(2048))
 C["enc_utf16.yaml"] = BASE.encode("utf-16")
 C["enc_png_named_yaml.yaml"] = b"\x89PNG\r\n\x1a\n" + bytes(random.randrange(256) for _ in range(256))
+# ---- round 2 (issues #18, #14): string booleans for a security switch, repeated layers, paths no file
+# system takes, an unbounded world seed
+C["sec_remote_code_quoted_on.yaml"] = v("  adapter: llava\n", '  adapter: llava\n  trust_remote_code: "on"\n')
+C["sec_remote_code_bare_on.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: on\n")
+C["sec_remote_code_yes.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: yes\n")
+C["sec_remote_code_quoted_true.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: 'true'\n")
+C["sec_remote_code_one.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: 1\n")
+C["sec_remote_code_bool_tag_on.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  trust_remote_code: !!bool on\n")
+C["layers_duplicate.yaml"] = v("layers: {start: 1}", "layers: [1, 2, 2]")
+C["layers_duplicate_negative.yaml"] = v("layers: {start: 1}", "layers: [1, 3, -1]")
+C["num_huge_world_seed.yaml"] = v("  adapter: llava\n", "  adapter: llava\n  world: {seed: 1000000000000000000000}\n")
+C["path_bundle_nul.yaml"] = v("out/not-extracted-yet.safetensors", '"out/not\\0extracted.safetensors"')
+C["path_bundle_5000_chars.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 5000 + ".safetensors")
+C["path_bundle_long_name.yaml"] = v("out/not-extracted-yet.safetensors", "out/" + "b" * 300 + ".safetensors")
+C["path_model_id_5000_chars.yaml"] = v("id: embedded:llava\n  adapter: llava", "id: " + "m" * 5000)
+C["path_jsonl_nul.yaml"] = v("path: data/recall.jsonl}", 'path: "data/recall\\0.jsonl"}')
 
 
 def write() -> None:
@@ -206,8 +222,13 @@ def write() -> None:
     # data files the valid base points at
     (ROOT / "data/recall.jsonl").write_text('{"prompt": "Who is this person?", "image": null, "target": "She is Ana."}\n')
     (ROOT / "data/erasure.jsonl").write_text('{"prompt": "Who is this person?", "image": null, "target": "I cannot help."}\n')
-    (ROOT / "data/mllmu").mkdir(exist_ok=True)
-    (ROOT / "data/mllmu/README.md").write_text("Stands in for an MLLMU-layout folder; validate only checks it exists.\n")
+    (ROOT / "data/mllmu/forget_10").mkdir(parents=True, exist_ok=True)
+    (ROOT / "data/mllmu/README.md").write_text("Stands in for an MLLMU-layout folder; validate only checks it exists "
+                                               "and holds the split's config folder with a *.parquet file.\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"ID": pa.array([], pa.string())}), ROOT / "data/mllmu/forget_10/stand-in.parquet")
     (ROOT / "data/corrupt.safetensors").write_bytes(bytes(random.randrange(256) for _ in range(512)))
     (ROOT / "data/model_bad_config").mkdir(exist_ok=True)
     (ROOT / "data/model_bad_config/config.json").write_text('{"architectures": ["LlavaForConditionalGeneration"],\n')

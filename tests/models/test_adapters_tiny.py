@@ -3,11 +3,16 @@
 For each architecture an adapter in adapters/ serves, on the tiny random model of that architecture:
 every site module exists for every layer; the io side yields a [batch, seq, hidden] tensor (a tuple
 exactly when ``output_index`` is set); the sites mean the same thing on every family
-(resid_post == resid_pre + attn_out + mlp_out, resid_pre[l+1] == resid_post[l]); the config keys give
-the model's real dimensions; the loader names an Auto class that owns the architecture; and the image
-token id from the config appears in the processor's input_ids for an image prompt, also when the
-prompt comes from the adapter's fallback ``format``. No nnsight: this is the reference the live
-``steerkit adapters check`` must agree with.
+(resid_post == resid_pre + attn_out + mlp_out, resid_pre[l+1] == resid_post[l] except on image rows
+of families that inject features between blocks); the config keys give the model's real dimensions;
+the loader names an Auto class that owns the architecture; and the image token id from the config
+marks exactly as many positions as the vision tower has features, also when the prompt comes from
+the adapter's fallback ``format``. No nnsight: this is the reference the live ``steerkit adapters
+check`` must agree with.
+
+The tiny model is the zoo's hand-written builder for the eleven first families, and for every other
+adapter the generic builder reading the adapter's own ``tiny:`` section, so a new family needs no
+Python here either.
 """
 
 from __future__ import annotations
@@ -27,10 +32,8 @@ TINY_FOR_ARCH = {
     "Gemma3ForConditionalGeneration": "gemma3", "PaliGemmaForConditionalGeneration": "paligemma",
     "MllamaForConditionalGeneration": "mllama", "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
 }
-# Families whose image enters through cross-attention: the image token is a lone placeholder per image.
-CROSS_ATTENTION_IMAGES = {"mllama"}
 # Families that also put a learned constant on some image-token rows (LLaVA-NeXT's image_newline).
-CONSTANT_IMAGE_ROWS = {"llava_next"}
+CONSTANT_IMAGE_ROWS = {"llava_next", "llava_onevision"}
 # Sites that by design do not exist on some layers: (adapter, site) -> config key listing those layers.
 # Mllama's cross-attention layers have cross_attn instead of self_attn.
 LAYER_GAPS = {("mllama", "attn_out"): "text_config.cross_attention_layers"}
@@ -41,7 +44,7 @@ CASES = [(path, arch) for path in ADAPTER_FILES for arch in load_adapter_file(pa
 
 def test_adapters_cover_every_family():
     archs = {arch for _, arch in CASES}
-    assert len(archs) >= 11, sorted(archs)
+    assert len(ADAPTER_FILES) >= 15 and len(archs) >= 16, sorted(archs)
     assert set(TINY_FOR_ARCH) <= archs, sorted(set(TINY_FOR_ARCH) - archs)
     for path in ADAPTER_FILES:  # file name = HF model_type = adapter name
         assert load_adapter_file(path).name == path.stem
@@ -98,11 +101,22 @@ def _capture_one(model, module_path: str, enc: dict) -> torch.Tensor:
     return got[0]
 
 
+def tiny_for(adapter: Adapter, arch: str):
+    """The hand-written tiny model of ``arch``, else the one built from the adapter's tiny: section."""
+    if arch in TINY_FOR_ARCH:
+        return cached_tiny(TINY_FOR_ARCH[arch])
+    assert adapter.tiny is not None, (
+        f"adapter '{adapter.name}' serves {arch} but has no tiny: section, so no tiny model of it can be built "
+        "(add one: docs/adapters.md, step 4)")
+    tiny = cached_tiny(adapter.name)
+    assert tiny.model.config.architectures == [arch]
+    return tiny
+
+
 @pytest.mark.parametrize("path,arch", CASES, ids=[f"{p.stem}-{a}" for p, a in CASES])
 def test_adapter_on_tiny_model(path, arch):
     adapter = load_adapter_file(path)
-    assert arch in TINY_FOR_ARCH, f"{path.name} serves {arch} but no tiny model of it exists (add one to the zoo)"
-    tiny = cached_tiny(TINY_FOR_ARCH[arch])
+    tiny = tiny_for(adapter, arch)
     model, config = tiny.model, tiny.model.config
     assert set(STANDARD_SITES) <= set(adapter.sites)
 
@@ -150,8 +164,11 @@ def test_adapter_on_tiny_model(path, arch):
         if all((s, layer) in acts for s in STANDARD_SITES):
             total = acts["resid_pre", layer] + acts["attn_out", layer] + acts["mlp_out", layer]
             torch.testing.assert_close(total, acts["resid_post", layer], atol=1e-5, rtol=1e-5)
-        if layer + 1 < n_layers:
-            torch.testing.assert_close(acts["resid_pre", layer + 1], acts["resid_post", layer], atol=0, rtol=0)
+        if layer + 1 < n_layers:  # continuous, except where a family injects image features (DeepStack)
+            jump = (acts["resid_pre", layer + 1] != acts["resid_post", layer]).any(-1)
+            image_rows = enc["input_ids"] == adapter.image_token_id(config, tiny.tokenizer) \
+                if adapter.multimodal else torch.zeros_like(jump)
+            assert not (jump & ~image_rows).any(), f"resid_pre[{layer + 1}] != resid_post[{layer}] off image rows"
 
     # image token: from the config key, present in image prompts, also via the fallback format
     if not adapter.multimodal:
@@ -159,13 +176,17 @@ def test_adapter_on_tiny_model(path, arch):
         return
     image_id = adapter.image_token_id(config, tiny.tokenizer)
     assert image_id is not None and (enc["input_ids"] == image_id).sum(-1).min() >= 1
+    from steerkit.adapter_check import image_feature_count
+
+    features = image_feature_count(model, enc, hidden)  # None: cross-attention (the image is not in the tokens)
+    assert features is None or features == int((enc["input_ids"] == image_id).sum())
     # ... and marks exactly the positions whose decoder input carries the image (they change with the image)
     first = adapter.module_path("resid_pre", 0)
     one, other = (tiny.inputs("What is in this image?", seed=s) for s in (0, 100))
     torch.testing.assert_close(one["input_ids"], other["input_ids"], atol=0, rtol=0)
     diff = (_capture_one(model, first, one) - _capture_one(model, first, other)).abs().amax(-1)[0] > 0
     marked = one["input_ids"][0] == image_id
-    if adapter.name in CROSS_ATTENTION_IMAGES:
+    if features is None:  # cross-attention: the image token is a lone placeholder per image
         assert not diff.any() and int(marked.sum()) == 1
     elif adapter.name in CONSTANT_IMAGE_ROWS:
         assert diff.any() and not (diff & ~marked).any()

@@ -7,7 +7,7 @@ import torch
 
 from steerkit.errors import AdapterError, DataError, RecipeError, SteerkitError
 from steerkit.models.loading import architecture_of, load_pretrained
-from steerkit.models.zoo import TINY_NAMES, TinyModel, save_tiny
+from steerkit.models.zoo import TINY_NAMES, TinyModel, generic_tiny_names, save_tiny
 from steerkit.testing.fixtures import tiny as cached_tiny
 
 LOADER = {"llama": "causal_lm", "qwen2": "causal_lm"}
@@ -25,10 +25,12 @@ def saved(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", TINY_NAMES)
+@pytest.mark.parametrize("name", TINY_NAMES + generic_tiny_names())
 def test_round_trip_gives_identical_logits_and_inputs(name, saved):
+    """Families built from their adapter alone load back through the adapter's processor recipe (loader=None)."""
     original = cached_tiny(name)
-    model, processor, tokenizer = load_pretrained(saved(name), loader=LOADER.get(name, "image_text_to_text"))
+    loader = None if name in generic_tiny_names() else LOADER.get(name, "image_text_to_text")
+    model, processor, tokenizer = load_pretrained(saved(name), loader=loader)
     assert not model.training and type(model) is type(original.model)
     assert (processor is None) == (original.processor is None)
     if processor is not None:

@@ -7,13 +7,18 @@ import time
 import pytest
 import torch
 
-from steerkit.models.zoo import TINY_NAMES, build_tiny, chat_template, make_tokenizer
+from steerkit.models.zoo import TINY_NAMES, build_tiny, chat_template, generic_tiny_names, make_tokenizer
 from steerkit.testing.fixtures import tiny as cached_tiny
 
 TEXT_ONLY = {"llama", "qwen2"}
+ALL_NAMES = TINY_NAMES + generic_tiny_names()  # hand-written builders, then adapters' tiny: sections
 
 
-@pytest.mark.parametrize("name", TINY_NAMES)
+def test_generic_builder_serves_the_new_families():
+    assert {"qwen3_vl", "llava_onevision", "mistral3", "internvl", "aya_vision"} <= set(generic_tiny_names())
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_forward_and_generate(name):
     tiny = cached_tiny(name)
     assert tiny.multimodal == (name not in TEXT_ONLY)
@@ -34,7 +39,7 @@ def test_forward_and_generate(name):
         assert moved > 1e-4
 
 
-@pytest.mark.parametrize("name", TINY_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_build_is_fast_and_deterministic(name):
     cached_tiny(name)  # warm the imports and the tokenizer cache
     start = time.perf_counter()

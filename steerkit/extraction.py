@@ -4,7 +4,9 @@ Steps (method.md): (1) read recall and erasure prompts (PGD-perturbing recall im
 last real prompt token of every steered layer, all layers in one pass per batch; (2) mean difference
 per layer; (3) fit the gate on forget vs retain activations at the gate's read positions, holding out
 whole retain people to score leakage honestly; (4) write a bundle whose manifest records the recipe,
-the data hashes and fit statistics. Same recipe and seed -> identical tensors.
+the data hashes and fit statistics; (5) with ``steer.strength.search``, calibrate lambda on
+validation questions and store the choice and its table in the manifest (steerkit.strength). Same recipe and
+seed -> identical tensors.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from .bundle import Bundle
 from .compile import compile_recipe, resolve_layers, site_ref
 from .directions import compute_directions
 from .errors import CompileError, DataError, Problem
+from .fingerprint import fitted_on, mark_checked
+from .gate_report import open_rate
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
-from .recipe import LoadedRecipe
+from .recipe import CosineGate, LinearGateBase, LoadedRecipe, NullspaceGate, PrototypeGate
+from .session import ModelSession
 from .sources import load_source, source_path
 
 
@@ -49,15 +54,21 @@ def _holdout_split(ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(people[: int(round(fraction * len(people)))])
 
 
-def _sides(loaded: LoadedRecipe, sources) -> list:
+def _sides(loaded: LoadedRecipe, sources, key: str) -> list:
+    """Items of every source; a source that fails is reported at its recipe line (``key``: the key path
+    of the source, or of the list of sources, whose entries are then ``key.0``, ``key.1``, ...)."""
     r = loaded.recipe
     items = []
-    for s in sources:
-        items += load_source(s, loaded.resolve, r.model.world, seed=r.seed)
+    for i, s in enumerate(sources):
+        try:
+            items += load_source(s, loaded.resolve, r.model.world, seed=r.seed,
+                                 key=f"{key}.{i}" if key.startswith("gate.") else key)
+        except DataError as exc:
+            raise DataError(exc.summary, loaded.locate(exc.problems)) from None
     return items
 
 
-def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations: str = "auto",
+def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = True, activations: str = "auto",
             spill_dir: Optional[str] = None) -> Bundle:
     """Run the recipe's extraction on a loaded model session and return the bundle (not yet saved).
 
@@ -66,11 +77,22 @@ def extract(loaded: LoadedRecipe, session, *, progress: bool = True, activations
     collection over 1 GiB). The bundle is the same either way.
     """
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
+    questions = None
+    if loaded.recipe.steer.strength.search is not None:  # read first: bad calibration data fails before the fit
+        from .strength import calibration_questions
+
+        questions = calibration_questions(loaded)
     with ActivationStore(activations, spill_dir=spill_dir, log=log) as store:
-        return _extract(loaded, session, progress, store)
+        bundle = _extract(loaded, session, progress, store)
+    if questions is not None:  # after the store is freed: the search needs only the bundle
+        from .strength import calibrate
+
+        bundle = calibrate(loaded, session, bundle, questions, progress=progress)
+    mark_checked(bundle, loaded, session)  # fitted on exactly this recipe and model
+    return bundle
 
 
-def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationStore) -> Bundle:
+def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store: ActivationStore) -> Bundle:
     recipe = loaded.recipe
     torch.manual_seed(recipe.seed)
     hidden, num_layers = session.dims
@@ -89,8 +111,8 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
     direction_meta: dict[str, Any] = {"method": "none"}
     if recipe.direction is not None:
         d = recipe.direction
-        recall = _sides(loaded, [d.recall.source])
-        erasure = _sides(loaded, [d.erasure.source])
+        recall = _sides(loaded, [d.recall.source], "direction.recall.source")
+        erasure = _sides(loaded, [d.erasure.source], "direction.erasure.source")
         override, pgd_report = None, None
         if d.recall.image_perturbation is not None:
             from .adversarial import attack
@@ -127,17 +149,18 @@ def _extract(loaded: LoadedRecipe, session, progress: bool, store: ActivationSto
         adapter={"name": session.adapter.name, "schema_version": 1,
                  "sha256": hashlib.sha256(session.adapter.model_dump_json().encode()).hexdigest()},
         hidden_size=hidden, num_layers=num_layers, direction=direction_meta, gate=gate_meta,
-        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256())
+        data={k: v for k, v in data.items()}, recipe=recipe.dump(), recipe_sha256=recipe.sha256(),
+        fitted_on=fitted_on(loaded, session, data))
 
 
-def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tensors: dict, data: dict,
+def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: list[int], tensors: dict, data: dict,
               progress: bool, store: ActivationStore) -> dict:
     recipe = loaded.recipe
     g = recipe.gate
-    if g.rule in ("always_on", "cosine_threshold"):
-        return {"rule": g.rule, **({"threshold": g.threshold} if g.rule == "cosine_threshold" else {})}
-    forget = _sides(loaded, g.forget)
-    retain = _sides(loaded, g.retain)
+    if not isinstance(g, LinearGateBase):  # always_on and cosine_threshold: nothing to fit
+        return {"rule": g.rule, **({"threshold": g.threshold} if isinstance(g, CosineGate) else {})}
+    forget = _sides(loaded, g.forget, "gate.forget")
+    retain = _sides(loaded, g.retain, "gate.retain")
     held = _holdout_split([r.id or str(i) for i, r in enumerate(retain)], g.holdout, recipe.seed)
     fit_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) not in held]
     held_idx = [i for i, r in enumerate(retain) if (r.id or str(i)) in held]
@@ -150,14 +173,14 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
     pos = g.read.positions
     h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress, store=store)
     h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress, store=store)
-    if g.rule == "prototype":
+    if isinstance(g, PrototypeGate):
         return _fit_prototypes(loaded, site, gate_layers[0], forget, retain, h_f[gate_layers[0]],
                                h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)
     biases, stats = {}, {}
     for layer in gate_layers:
         F, R = h_f[layer], h_r[layer]
         R_fit, R_held = R[fit_idx], R[held_idx] if held_idx else R[:0]
-        if g.rule == "nullspace_linear":
+        if isinstance(g, NullspaceGate):
             fit = fit_nullspace_gate(F, R_fit, g.rho, g.gamma, clip=g.clip)
         else:
             # calibrate the bias on retain people the probe was not fitted on: in-sample scores are
@@ -173,6 +196,7 @@ def _fit_gate(loaded: LoadedRecipe, session, site: str, layers: list[int], tenso
         stats[str(layer)] = {
             "forget_mean": round(float(vf.mean()), 4), "retain_fit_mean": round(float(vr.mean()), 4),
             "retain_heldout_mean": None if vh is None else round(float(vh.mean()), 4),
+            "retain_open_heldout": None if vh is None else open_rate(vh),
             "auc_in_sample": round(gate_auc(raw(F), raw(R_fit)), 4),
             "auc_heldout_retain": None if vh is None else round(gate_auc(raw(F), raw(R_held)), 4)}
     params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
@@ -209,6 +233,7 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
     from .ops import prototype_gate
 
     g = loaded.recipe.gate
+    assert isinstance(g, PrototypeGate)
     image_rows = torch.tensor([it.image is not None for it in forget])
     retain_image = torch.tensor([r.image is not None for r in retain_items])
     # per modality (image prompts are pooled over image tokens, text prompts over the text: two regions
@@ -322,11 +347,13 @@ def _fit_prototypes(loaded: LoadedRecipe, site: str, layer: int, forget, retain_
              "forget_mean": round(float(c(F, image_rows).mean()), 4),
              "retain_heldout_mean": None if s_held is None else round(float(c(R[held_idx],
                                                                               retain_image[held_idx]).mean()), 4),
+             # the calibration's promise (retain_open_rate) checked on retain people it never saw
+             "retain_open_heldout": None if s_held is None else open_rate(c(R[held_idx], retain_image[held_idx])),
              "thresholds": {"/".join(["image" if gk[0] else "text", *map(str, gk[1:])]): [round(v, 6) for v in t]
                             for gk, t in thresholds.items()}}
     for mod, name in ((True, "image"), (False, "text")):
-        fm, hm = image_rows == mod, (retain_image[held_idx] == mod) if held_idx else None
-        if s_held is not None and fm.any() and hm.any():
+        fm = image_rows == mod
+        if s_held is not None and fm.any() and (hm := retain_image[held_idx] == mod).any():
             stats[f"auc_heldout_retain_{name}"] = round(gate_auc(s_f[fm], s_held[hm]), 4)
     params = {k: v for k, v in g.model_dump(mode="json").items() if k not in ("forget", "retain")}
     for i, src in enumerate(g.forget):
