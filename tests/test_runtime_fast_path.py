@@ -159,3 +159,23 @@ def test_overlapping_steered_calls_are_refused():
         assert not layer._forward_hooks and not layer._forward_pre_hooks
         fast, slow = outer.forward(enc), inner.forward(enc)  # usable again afterwards
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("positions", ["[all_prompt]", "[all_prompt, generated]"])
+def test_teacher_forced_forward_equal(positions):
+    """``forward(prompt_mask=...)`` (answer tokens appended, as answer scoring does): the prompt positions
+    and gates see only the prompt, the ``generated`` position the answer, on both executors alike."""
+    t, s = _session("llava")
+    enc = _inputs(t)
+    plan = make_plan("llava", s.dims, _recipe(GATES["linear_shared_clipped"], OPS["add"], positions=positions,
+                                              phase="all_steps"))
+    answer = torch.full((enc["input_ids"].shape[0], 3), 5, dtype=enc["input_ids"].dtype)
+    inputs = {**enc, "input_ids": torch.cat([enc["input_ids"], answer], 1),
+              "attention_mask": torch.cat([enc["attention_mask"], torch.ones_like(answer)], 1)}
+    prompt_mask = torch.cat([enc["attention_mask"], torch.zeros_like(answer)], 1)
+    (fast, fast_gates), (slow, slow_gates) = _both(
+        t.model, plan, lambda st: st.forward(inputs, return_gates=True, prompt_mask=prompt_mask))
+    assert torch.equal(fast, slow)
+    assert all(torch.equal(fast_gates[k], slow_gates[k]) for k in slow_gates)
+    (unmasked, _), _ = _both(t.model, plan, lambda st: st.forward(inputs, return_gates=True))
+    assert not torch.equal(fast, unmasked), "the prompt mask must change what is steered"
