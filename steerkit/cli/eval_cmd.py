@@ -21,7 +21,7 @@ def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None
     loaded = load_recipe(recipe_path, list(overrides))
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     checked = preflight_bundle(loaded, bundle_override=bundle, allow_foreign=allow_foreign, log=log)
-    log(f"loading {loaded.recipe.model.id} (embedded models are trained once and cached)")
+    log(f"loading {loaded.recipe.model.id} (embedded: the shipped checkpoint, else trained once and cached)")
     session = open_session(loaded, remote)
     b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
                    extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
@@ -63,7 +63,7 @@ def command(recipe, bundle, out, allow_foreign, remote, activations, spill_dir, 
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @guarded
 def demo(out):
-    """The main job on the embedded default: train (once), extract, forget, evaluate, plot.
+    """The main job on the embedded default (the shipped LLaVA): extract, calibrate, forget, evaluate, plot.
 
     \b
     Example:
