@@ -35,6 +35,8 @@ class JsonlSource(StrictModel):
     path: str = Field(description="jsonl file; each line {image: path|null, prompt: str, target?: str}. "
                                   "Relative paths resolve against the recipe's folder.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
 
 class MllmuSource(StrictModel):
@@ -45,6 +47,8 @@ class MllmuSource(StrictModel):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
 
 class WorldSource(StrictModel):
@@ -58,6 +62,8 @@ class WorldSource(StrictModel):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "WorldSource":
@@ -236,6 +242,9 @@ class SteerSpec(StrictModel):
 
 class BundleSpec(StrictModel):
     path: str = Field(description="Where the direction bundle is written / read (relative to the recipe).")
+    compose: list[str] = Field([], description="Further bundles (or merged bundle sets) applied together with "
+                               "this one, one per forget request: each keeps its own gate and direction and the "
+                               "gated writes add up (docs/forget-requests.md). Extract writes only 'path'.")
 
 
 class EvalSpec(StrictModel):
