@@ -125,6 +125,12 @@ class PlanStack:
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps([p.sha256() for p in self.parts]).encode()).hexdigest()
 
+    def to_dict(self) -> dict:
+        return {"compose": "sum_of_gated_writes", "parts": [p.to_dict() for p in self.parts]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
     def describe(self) -> str:
         head = (f"PlanStack {self.sha256()[:12]}: {len(self.parts)} bundles composed (sum of gated writes, "
                 "each gate read before any part writes)")

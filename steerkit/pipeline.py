@@ -113,7 +113,10 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             raise RecipeError("data files are missing", missing)
     config = _config_json(loaded)
     adapter = resolve_adapter(loaded, config)
-    bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
+    from .compose_pipeline import load_existing
+
+    bundles = load_existing(loaded, bpath)  # bundle.path (a bundle or a merged set) and bundle.compose
+    bundle = bundles[0] if bundles else None
     dims = _dims(adapter, config, loaded)
     if bundle is not None:
         warnings += stale_data_warnings(loaded, bundle)
@@ -122,8 +125,13 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
             "model.id", "set model.expect, extract a bundle first (steerkit extract RECIPE), or use a local "
             "model folder", "SK464")])
-    plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
-                          architecture=(config or {}).get("architectures", [None])[0])
+    arch = (config or {}).get("architectures", [None])[0]
+    plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims, architecture=arch)
+    if len(bundles) > 1:
+        from .compose import stack_plans
+
+        plan = stack_plans([plan] + [compile_recipe(loaded.recipe, adapter, b, dims=dims, architecture=arch)
+                                     for b in bundles[1:]])
     return plan, warnings
 
 

@@ -372,18 +372,27 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
         value = raw
     node = data
     created: list[tuple] = []
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part) if isinstance(node, dict) else None
+    for i, part in enumerate(parts):  # a digit part indexes a list (gate.forget.0.ids=[...])
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i])}' is a list of {len(node)}; "
+                                        f"'{part}' is not an index in it", "--set", None, None, key,
+                                        f"use an index 0..{len(node) - 1}", "SK110"))
+                return
+            part = int(part)
+        elif not isinstance(node, dict):
+            problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i])}' is not a mapping",
+                                    "--set", None, None, key, None, "SK110"))
+            return
+        if i == len(parts) - 1:
+            node[part] = value
+            break
+        nxt = node[part] if isinstance(node, list) else node.get(part)
         if nxt is None:
             nxt = {}
             node[part] = nxt
             created.append(tuple(parts[:i + 1]))
-        if not isinstance(nxt, dict):
-            problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i + 1])}' is not a mapping",
-                                    "--set", None, None, key, None, "SK110"))
-            return
         node = nxt
-    node[parts[-1]] = value
     doc.positions.setdefault(tuple(parts), (None, None))
     for written in created + [tuple(parts)]:  # errors under these paths are located at the --set, not the file
         doc.overrides[written] = item

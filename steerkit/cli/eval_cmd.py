@@ -14,7 +14,7 @@ DEMO_RECIPE = "unlearning/mllmeraser_embedded_llava"
 def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None, remote=None):
     from ..eval_job import run_eval
     from ..evaluate.report import markdown_report
-    from ..pipeline import get_bundle
+    from ..compose_pipeline import get_bundles
     from ..recipe import load_recipe
     from ..remote import open_session
 
@@ -22,8 +22,8 @@ def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     log(f"loading {loaded.recipe.model.id} (embedded models are trained once and cached)")
     session = open_session(loaded, remote)
-    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
-                   extract_missing=remote is None)
+    b = get_bundles(loaded, session, bundle, log=log, activations=activations, spill_dir=spill_dir,
+                    extract_missing=remote is None)
     job = run_eval(loaded, session, b, out_dir=Path(out) if out else None)
     click.echo(markdown_report(job["results"], f"{loaded.recipe.name}: vanilla vs steered"))
     for kind, path in job["paths"].items():
@@ -32,7 +32,9 @@ def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None
 
 @click.command("eval")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
+@click.option("--bundle", multiple=True,
+              help="Bundle file, merged set, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's "
+                   "bundle.path + bundle.compose); give it once per forget request to evaluate them together.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: eval.out).")
 @remote_option
 @activation_options
@@ -63,4 +65,4 @@ def demo(out):
 
     # outputs go under --out in the current folder, never inside the installed package
     bundle = str((Path(out) / "bundle.safetensors").resolve())
-    _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", None, out, (f"bundle.path={bundle}",))
+    _run(builtin_dir("recipes") / f"{DEMO_RECIPE}.yaml", (), out, (f"bundle.path={bundle}",))
