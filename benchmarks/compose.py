@@ -65,6 +65,8 @@ def open_model(model: str, smoke: bool):
     data["model"] = {"id": f"tiny:{model}", "world": {"seed": 0, "n_profiles": 100}}
     data["gate"]["layer"] = 1
     data["steer"]["layers"] = {"start": 1}
+    for src in data["gate"]["retain"]:  # a few hundred retain prompts: the smoke tests the pipeline
+        src["limit"] = 150
     return ModelSession.from_objects(t.model, t.processor, t.tokenizer, model_id=f"tiny:{model}"), data
 
 

@@ -372,11 +372,11 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
         value = raw
     node = data
     created: list[tuple] = []
-    for i, part in enumerate(parts):  # a digit part indexes a list (gate.forget.0.ids=[...])
-        if isinstance(node, list):
-            if not (part.isdigit() and int(part) < len(node)):
+    for i, part in enumerate(parts):  # a digit part picks a mapping out of a list (gate.forget.0.ids=[...])
+        if isinstance(node, list) and i < len(parts) - 1:
+            if not (part.isdigit() and int(part) < len(node) and isinstance(node[int(part)], dict)):
                 problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i])}' is a list of {len(node)}; "
-                                        f"'{part}' is not an index in it", "--set", None, None, key,
+                                        f"'{part}' is not the index of a mapping in it", "--set", None, None, key,
                                         f"use an index 0..{len(node) - 1}", "SK110"))
                 return
             part = int(part)
