@@ -66,7 +66,7 @@ def open_model(model: str, smoke: bool):
     data["gate"]["layer"] = 1
     data["steer"]["layers"] = {"start": 1}
     for src in data["gate"]["retain"]:  # a few hundred retain prompts: the smoke tests the pipeline
-        src["limit"] = 150
+        src["limit"] = 80
     return ModelSession.from_objects(t.model, t.processor, t.tokenizer, model_id=f"tiny:{model}"), data
 
 
@@ -374,8 +374,8 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("STEERKIT_BENCH_THREADS", "2")))
     if args.smoke:
-        args.per_person = args.per_person or 2
-        args.limit = args.limit or 8
+        args.per_person = args.per_person or 1
+        args.limit = args.limit or 4
         args.rounds = min(args.rounds, 3)
         args.new_tokens = min(args.new_tokens, 4)
     out = Path(args.out) if args.out else (ROOT / "runs/compose-smoke/compose.json" if args.smoke
