@@ -14,7 +14,6 @@ properties are the ones steerkit.compose promises for the sum of gated writes:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from functools import lru_cache
 
 import pytest
@@ -141,7 +140,7 @@ def test_order_of_composition_does_not_change_outputs(arch, layers, positions, l
 
 def random_bundle(arch: str, seed: int, layers=(0, 1)) -> Bundle:
     """A bundle with per-layer linear gates (random vectors and biases) for the tiny model of ``arch``."""
-    t, s = session(arch)
+    _, s = session(arch)
     hidden, n = s.dims
     gen = torch.Generator().manual_seed(seed)
     tensors = {f"{kind}.resid_pre.{layer}": torch.randn(hidden, generator=gen) * (0.5 if kind == "gate" else 1.0)
@@ -207,5 +206,5 @@ def test_stack_gate_values_lead_with_each_rows_largest_gate():
     with steer(session("llava")[0].model, stack_plans(plans)) as st_:
         gates = st_.gate_values(encode("llava", 3))
     parts = torch.stack([gates[(j, "shared")] for j in range(3)])
-    assert list(gates)[0] == "any" and torch.equal(gates["any"], parts.amax(0))
-    assert len(list(itertools.chain(gates))) == 4
+    assert next(iter(gates)) == "any" and torch.equal(gates["any"], parts.amax(0))
+    assert len(gates) == 4  # "any" and one shared gate per part
