@@ -18,6 +18,7 @@ from nnsight import NNsight
 from nnsight.intervention.envoy import Envoy
 
 from .errors import Problem, SteeringRuntimeError
+from .compose import PlanStack
 from .ops import apply_op, cosine_gate, linear_gate, prototype_gate_for
 from .plan import Plan, SiteRef
 from .positions import decode_masks, prompt_masks, union
@@ -62,7 +63,7 @@ def _write(envoy: Any, ref: SiteRef, value: torch.Tensor) -> None:
         envoy.output = value
 
 
-def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
+def image_token_id_of(model: torch.nn.Module, plan: Plan | PlanStack) -> Optional[int]:
     if not plan.image_token_config:
         return None
     node: Any = getattr(model, "config", None)
@@ -78,6 +79,7 @@ class Vectors:
     def __init__(self, tensors):
         self.tensors = tensors
         self.moved: dict[tuple[Any, Any, Any], torch.Tensor] = {}  # (name or names, device, dtype)
+        self.parts: dict[int, "Vectors"] = {}  # a PlanStack's per-part tables
 
     def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
         key = (name, like.device, like.dtype)
@@ -93,6 +95,12 @@ class Vectors:
         if key not in self.moved:
             self.moved[key] = torch.stack([self.tensors[n] for n in names]).to(device=like.device, dtype=like.dtype)
         return self.moved[key]
+
+    def part(self, j: int) -> "Vectors":
+        """A PlanStack's tables (``tensors`` is then a tuple, one per part): part j's Vectors, made once."""
+        if j not in self.parts:
+            self.parts[j] = Vectors(self.tensors[j])
+        return self.parts[j]
 
 
 # The traced code below is module-level functions of plan data, the nnsight envoy and the activations it
@@ -116,9 +124,11 @@ def gate_value(plan: Plan, vectors: Vectors, h: torch.Tensor, masks: dict, vecto
     return linear_gate(h, mask, vectors.get(vector, h), bias, g.pool, g.clip)
 
 
-def apply_writes(nn: Any, plan: Plan, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
+def apply_writes(nn: Any, plan: Plan | PlanStack, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
     """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps: the
     gate reads the prompt once, at prefill, and every later step reuses it."""
+    if isinstance(plan, PlanStack):
+        return apply_stack(nn, plan, vectors, masks, gates, writes)
     shared = plan.gate.read
     if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
         hs = _read(resolve(nn, shared.module), shared)  # compile put it before the first write
@@ -139,6 +149,37 @@ def apply_writes(nn: Any, plan: Plan, vectors: Vectors, masks: dict, gates: dict
                                      w.clamp_value))
 
 
+def apply_stack(nn: Any, stack: PlanStack, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
+    """Several bundles' plans at once (steerkit.compose): at each site, in forward order, every part's gate
+    reads the activation before any part writes there; then the parts' writes add up in part order. A
+    part whose gate is closed on a row leaves that row bit for bit as the other parts made it. Gate keys
+    are (part, "shared" | layer), kept across decode steps like ``apply_writes``'."""
+    chosen = None if writes is None else set(writes)
+    todo = [[w for w in p.writes if chosen is None or w in chosen] for p in stack.parts]
+    refs = {w.at for ws in todo for w in ws}
+    refs |= {p.gate.read for j, p in enumerate(stack.parts) if p.gate.read is not None and (j, "shared") not in gates}
+    for ref in sorted(refs, key=lambda r: r.order):
+        envoy = resolve(nn, ref.module)
+        h = _read(envoy, ref)
+        for j, p in enumerate(stack.parts):
+            if p.gate.read == ref and (j, "shared") not in gates:
+                gates[(j, "shared")] = gate_value(p, vectors.part(j), h, masks, p.gate.vector, p.gate.bias, None)
+        new, wrote = h, False
+        for j, p in enumerate(stack.parts):
+            for w in todo[j]:
+                if w.at != ref:
+                    continue
+                key = (j, "shared") if p.gate.read is not None else (j, w.at.layer)
+                if key not in gates:  # per-write gates read the activation before any part wrote here
+                    gates[key] = gate_value(p, vectors.part(j), h, masks, w.gate_vector, w.gate_bias, w.vector)
+                mask = union(masks, w.positions).to(h.device)
+                new = apply_op(new, w.op, vectors.part(j).get(w.vector, h), gates[key], mask, w.strength,
+                               w.clamp_value)
+                wrote = True
+        if wrote:
+            _write(envoy, ref, new)
+
+
 class Steerer:
     """A model plus a plan: steered forward passes and generation, and activation reads.
 
@@ -148,15 +189,9 @@ class Steerer:
     ``"local"`` is nnsight's dry run of that path (serialise, deserialise with steerkit hidden, run here).
     """
 
-    def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+    def __init__(self, model: torch.nn.Module, plan: Plan | PlanStack, image_token_id: Optional[int] = None,
                  remote: bool | str = False):
-        missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
-        missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds
-                    if k not in plan.tensors]
-        if plan.gate.rule == "prototype" and not plan.gate.prototypes:
-            missing.append("gate_proto.*")
-        if plan.gate.vector and plan.gate.vector not in plan.tensors:
-            missing.append(plan.gate.vector)
+        missing = [k for part in (plan.parts if isinstance(plan, PlanStack) else (plan,)) for k in _missing(part)]
         if missing:
             raise SteeringRuntimeError("the plan has no vectors to run (dry-run plan?)", [Problem(
                 f"missing tensors: {', '.join(sorted(set(missing))[:5])}", None, None, None, "bundle",
@@ -242,8 +277,24 @@ class Steerer:
         return out
 
     def gate_values(self, inputs: dict) -> dict:
-        """Per-row gate values of one steered forward pass, keyed by layer (or 'shared')."""
-        return self.forward(inputs, return_gates=True)[1]
+        """Per-row gate values of one steered forward pass, keyed by layer (or 'shared'); for a PlanStack
+        keyed (part, layer | 'shared'), led by "any": each row's largest gate over the parts."""
+        gates = self.forward(inputs, return_gates=True)[1]
+        if isinstance(self.plan, PlanStack):
+            firsts = [next(v for k, v in gates.items() if k[0] == j) for j in range(len(self.plan.parts))]
+            gates = {"any": torch.stack(firsts).amax(0), **gates}
+        return gates
+
+
+def _missing(plan: Plan) -> list[str]:
+    """Tensor names the plan uses but does not hold (a dry-run plan holds none)."""
+    missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
+    missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds if k not in plan.tensors]
+    if plan.gate.rule == "prototype" and not plan.gate.prototypes:
+        missing.append("gate_proto.*")
+    if plan.gate.vector and plan.gate.vector not in plan.tensors:
+        missing.append(plan.gate.vector)
+    return missing
 
 
 def generate_unsteered(model: Any, inputs: dict, max_new_tokens: int, remote: bool | str = False,
@@ -293,7 +344,7 @@ def _ship_steerkit_by_value() -> None:
 
 
 @contextlib.contextmanager
-def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+def steer(model: torch.nn.Module, plan: Plan | PlanStack, image_token_id: Optional[int] = None,
           remote: bool | str = False) -> Iterator[Steerer]:
     """Context manager yielding a Steerer; the model itself is never modified (``remote``: see Steerer)."""
     steerer = Steerer(model, plan, image_token_id, remote)
