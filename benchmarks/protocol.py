@@ -140,7 +140,7 @@ def _measure(setup, ratio, session, steerer, items) -> dict:
 
 
 def run_steerkit(setup: Setup, protocol: str, ratio: int, session, items) -> dict:
-    from steerkit.extract import extract
+    from steerkit.extraction import extract
     from steerkit.pipeline import plan_for
     from steerkit.runtime_nnsight import steer
 

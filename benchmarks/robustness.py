@@ -30,6 +30,7 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RECIPES = {"llava": ROOT / "recipes/unlearning/mllmeraser_embedded_llava.yaml",
            "qwen2_5_vl": ROOT / "recipes/unlearning/mllmeraser_embedded_qwen2_5_vl.yaml"}
@@ -116,7 +117,9 @@ def run_cell(arch: str, seed: int, device: str, work: Path, smoke: bool = False,
     from steerkit.sources import world_root
 
     torch.set_num_threads(int(os.environ.get("STEERKIT_BENCH_THREADS", "1")))
-    result: dict = {"model": arch, "world_seed": seed, "forget_ratio": FORGET_RATIO}
+    from provenance import provenance
+
+    result: dict = {"model": arch, "world_seed": seed, "forget_ratio": FORGET_RATIO, "provenance": provenance()}
     out = work / f"cell_{arch}_{seed}.json"
 
     def save():
@@ -213,7 +216,9 @@ def check_cell(c: dict) -> dict:
     return out
 
 
-def aggregate(dirs: list[Path], out_json: Path, out_md: Path) -> dict:
+def aggregate(dirs: list[Path], out_json: Path, out_md: Path, commit: Optional[str] = None) -> dict:
+    """Cells -> robustness.json / .md. Provenance is the cells' own (the code that measured them); cells
+    run before they recorded it take ``commit`` (marked as given by hand)."""
     from steerkit.evaluate.report import atomic_write_text
 
     cells = []
@@ -259,7 +264,9 @@ def aggregate(dirs: list[Path], out_json: Path, out_md: Path) -> dict:
                                              "vanilla", "steered", "search", "vanilla_letters", "steered_letters",
                                              "targets", "checkpoint", "versions", "train_seconds",
                                              "seconds_total")} for c in cells],
-            "summary": summary["data"]}
+            "summary": summary["data"],
+            "provenance": next((c["provenance"] for c in cells if c.get("provenance")), None) or (
+                {"git_commit": commit, "dirty": True, "given_by_hand": True} if commit else None)}
     atomic_write_text(out_json, json.dumps(data, indent=1))
     atomic_write_text(out_md, "\n".join(md) + "\n")
     return data
@@ -309,6 +316,7 @@ def main() -> None:
     a = sub.add_parser("aggregate")
     a.add_argument("dirs", nargs="+")
     a.add_argument("--out", default=str(ROOT / "benchmarks/results/robustness.json"))
+    a.add_argument("--commit", help="the commit the cells ran on, for cells that did not record it")
     args = ap.parse_args()
     if args.cmd == "run":
         cells = [(x.split(":")[0], int(x.split(":")[1])) for x in args.cells.split(",")]
@@ -319,7 +327,7 @@ def main() -> None:
         run_cell(arch, int(seed), args.device, Path(args.work), smoke=args.smoke, checkpoints=args.checkpoints)
     else:
         out = Path(args.out)
-        aggregate([Path(d) for d in args.dirs], out, out.with_suffix(".md"))
+        aggregate([Path(d) for d in args.dirs], out, out.with_suffix(".md"), args.commit)
 
 
 if __name__ == "__main__":

@@ -302,9 +302,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
+def _read(path: Path, where: str, fmt: str = FORMAT,
+          versions: frozenset = SUPPORTED_VERSIONS) -> tuple[bytes, dict[str, str]]:
     """Return the file's bytes and string metadata. The data is read only once the header passed, so a
-    forged length or a huge non-bundle file costs nothing; O_NONBLOCK keeps a FIFO from hanging open."""
+    forged length or a huge non-bundle file costs nothing; O_NONBLOCK keeps a FIFO from hanging open.
+    ``fmt``/``versions``: what the metadata must declare (``steerkit.bundle_set`` reads merged sets)."""
     def bad(msg: str, code: str = "SK402", hint: str = "the file is truncated or is not a safetensors "
             "file; copy it again or re-extract it") -> BundleError:
         return BundleError(f"cannot read bundle {where}", [_problem(where, msg, code, hint=hint)])
@@ -329,13 +331,13 @@ def _read(path: Path, where: str) -> tuple[bytes, dict[str, str]]:
             meta = header.get("__metadata__") or {} if isinstance(header, dict) else None
             if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
                 raise bad("header is not a safetensors JSON object with string-only __metadata__")
-            if meta.get("format") != FORMAT:
+            if meta.get("format") != fmt:
                 raise bad(f"not a steerkit bundle: metadata 'format' is {meta.get('format')!r}, not "
-                          f"{FORMAT!r}", "SK403", "pass a file written by Bundle.save or steerkit extract")
+                          f"{fmt!r}", "SK403", "pass a file written by Bundle.save or steerkit extract")
             version = meta.get("format_version", "")
-            if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) not in SUPPORTED_VERSIONS:
+            if not re.fullmatch(r"[0-9]{1,9}", version) or int(version) not in versions:
                 raise bad(f"format_version {version!r} is not supported (steerkit {__version__} reads "
-                          f"{sorted(SUPPORTED_VERSIONS)})", "SK404", "upgrade steerkit or re-extract")
+                          f"{sorted(versions)})", "SK404", "upgrade steerkit or re-extract")
             return struct.pack("<Q", n) + head + f.read(size - 8 - n), meta
     except OSError as e:
         raise bad(f"cannot open: {e.strerror or e}", "SK401", "check the path and its permissions") from None

@@ -59,9 +59,10 @@ def make_fns(session, steerer=None):
 
 def run_eval(loaded: LoadedRecipe, session, bundle, *, out_dir: Optional[Path] = None, vanilla: Any = None,
              progress: bool = True, title: Optional[str] = None) -> dict:
-    """Evaluate vanilla (or reuse a given EvalResult) and steered; write JSON, markdown and PNGs."""
+    """Evaluate vanilla (or reuse a given EvalResult) and steered; write JSON, markdown and PNGs.
+    ``bundle``: one Bundle, or a list of them applied together (steerkit.compose)."""
     from .evaluate import evaluate, write_report
-    from .pipeline import plan_for
+    from .compose_pipeline import plan_for_bundles
     from .runtime_nnsight import steer
 
     spec = loaded.recipe.eval
@@ -70,7 +71,7 @@ def run_eval(loaded: LoadedRecipe, session, bundle, *, out_dir: Optional[Path] =
     gen_v, _ = make_fns(session)
     if vanilla is None:
         vanilla = evaluate(items, gen_v, batch_size=spec.batch_size, progress=progress)
-    plan = plan_for(loaded, session, bundle)
+    plan = plan_for_bundles(loaded, session, bundle if isinstance(bundle, (list, tuple)) else [bundle])
     with steer(session.model, plan, session.image_token_id, remote=session.remote) as steerer:
         gen_s, gate_fn = make_fns(session, steerer)
         steered = evaluate(items, gen_s, batch_size=spec.batch_size, progress=progress, gate_fn=gate_fn)

@@ -29,6 +29,7 @@ from .gate_report import open_rate
 from .gates import calibrate_threshold, fit_nullspace_gate, fit_ridge_gate, gate_auc
 from .recipe import CosineGate, LinearGateBase, LoadedRecipe, NullspaceGate, PrototypeGate
 from .session import ModelSession
+from .retain_cache import retain_activations
 from .sources import load_source, source_path
 
 
@@ -69,12 +70,13 @@ def _sides(loaded: LoadedRecipe, sources, key: str) -> list:
 
 
 def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = True, activations: str = "auto",
-            spill_dir: Optional[str] = None) -> Bundle:
+            spill_dir: Optional[str] = None, retain_cache: Optional[str] = None) -> Bundle:
     """Run the recipe's extraction on a loaded model session and return the bundle (not yet saved).
 
     ``activations``: where pooled activations wait for the fits, ``memory``, ``disk`` (one float32 file
     per layer in a temporary folder under ``spill_dir``, removed afterwards) or ``auto`` (disk for a
-    collection over 1 GiB). The bundle is the same either way.
+    collection over 1 GiB). The bundle is the same either way. ``retain_cache``: a file keeping the gate's
+    retain activations between forget requests (steerkit.retain_cache); the bundle is the same either way.
     """
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
     questions = None
@@ -83,7 +85,7 @@ def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = Tru
 
         questions = calibration_questions(loaded)
     with ActivationStore(activations, spill_dir=spill_dir, log=log) as store:
-        bundle = _extract(loaded, session, progress, store)
+        bundle = _extract(loaded, session, progress, store, retain_cache)
     if questions is not None:  # after the store is freed: the search needs only the bundle
         from .strength import calibrate
 
@@ -92,7 +94,8 @@ def extract(loaded: LoadedRecipe, session: ModelSession, *, progress: bool = Tru
     return bundle
 
 
-def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store: ActivationStore) -> Bundle:
+def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store: ActivationStore,
+             retain_cache: Optional[str] = None) -> Bundle:
     recipe = loaded.recipe
     torch.manual_seed(recipe.seed)
     hidden, num_layers = session.dims
@@ -142,7 +145,7 @@ def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store:
         data["recall"] = _data_hash(source_path(d.recall.source, loaded.resolve, recipe.model.world))
         data["erasure"] = _data_hash(source_path(d.erasure.source, loaded.resolve, recipe.model.world))
 
-    gate_meta = _fit_gate(loaded, session, site, layers, tensors, data, progress, store)
+    gate_meta = _fit_gate(loaded, session, site, layers, tensors, data, progress, store, retain_cache)
     return Bundle.create(
         tensors, model_id=session.model_id or "unknown", model_revision=session.revision,
         architecture=session.architecture,
@@ -154,7 +157,7 @@ def _extract(loaded: LoadedRecipe, session: ModelSession, progress: bool, store:
 
 
 def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: list[int], tensors: dict, data: dict,
-              progress: bool, store: ActivationStore) -> dict:
+              progress: bool, store: ActivationStore, retain_cache: Optional[str] = None) -> dict:
     recipe = loaded.recipe
     g = recipe.gate
     if not isinstance(g, LinearGateBase):  # always_on and cosine_threshold: nothing to fit
@@ -172,7 +175,9 @@ def _fit_gate(loaded: LoadedRecipe, session: ModelSession, site: str, layers: li
     refs = [site_ref(session.adapter, site, layer) for layer in gate_layers]
     pos = g.read.positions
     h_f = collect(session, forget, refs, positions=pos, desc="gate forget", progress=progress, store=store)
-    h_r = collect(session, retain, refs, positions=pos, desc="gate retain", progress=progress, store=store)
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None  # noqa: E731
+    h_r = retain_activations(session, retain, refs, pos, retain_cache, collect, log, desc="gate retain",
+                             progress=progress, store=store)
     if isinstance(g, PrototypeGate):
         return _fit_prototypes(loaded, site, gate_layers[0], forget, retain, h_f[gate_layers[0]],
                                h_r[gate_layers[0]], probe_idx, calib_idx, held_idx, fit_idx, tensors, data)

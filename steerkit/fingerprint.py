@@ -87,7 +87,7 @@ def expand_bundle_path(spec: str, recipe: Any) -> str:
 def data_hashes(loaded: Any) -> dict[str, Optional[str]]:
     """sha256 of each of the run's file data sources (jsonl, mllmu), named as ``extract`` names them in
     ``manifest.data``; None where the data is not there (a shared recipe + bundle without the data)."""
-    from .extract import _data_hash
+    from .extraction import _data_hash
     from .sources import source_path
 
     r = loaded.recipe

@@ -33,7 +33,9 @@ def heldout_open_rate(gate_meta: dict) -> Optional[float]:
 def retain_open_report(result: Any, recipe: Any, bundle: Any) -> dict:
     """Per retain split of an evaluation: n, open rate, target and the bundle's held-out rate."""
     target = getattr(recipe.gate, "retain_open_rate", None)
-    heldout = heldout_open_rate(bundle.manifest.gate)
+    parts = bundle if isinstance(bundle, (list, tuple)) else [bundle]  # composed requests: the worst part
+    rates = [r for r in (heldout_open_rate(b.manifest.gate) for b in parts) if r is not None]
+    heldout = max(rates) if rates else None
     splits = {}
     for split in RETAIN_SPLITS:
         values = result.gate_values(split)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 from .adapter import Adapter, adapter_for_architecture, get_adapter
 from .bundle import Bundle, ModelFingerprint
 from .compile import compile_recipe
-from .errors import AdapterError, CompileError, Problem, RecipeError
+from .errors import AdapterError, BundleError, CompileError, Problem, RecipeError
 from .fingerprint import check_fitted_on, ensure_fitted_on, expand_bundle_path
 from .plan import Plan
 from .recipe import LoadedRecipe, check_paths, load_recipe
@@ -128,7 +128,10 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             raise RecipeError("data files are missing", missing)
     config = _config_json(loaded)
     adapter = resolve_adapter(loaded, config)
-    bundle = Bundle.load(bpath) if bpath is not None and bpath.exists() else None
+    from .compose_pipeline import load_existing
+
+    bundles = load_existing(loaded, bpath)  # bundle.path (a bundle or a merged set) and bundle.compose
+    bundle = bundles[0] if bundles else None
     dims = _dims(adapter, config, loaded)
     if bundle is not None:
         # the recipe's own bundle must have been fitted on this recipe's world, data and fit settings, as
@@ -141,11 +144,17 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
             "no bundle yet and no config.json to read the layer count from", str(loaded.path), None, None,
             "model.id", "set model.expect, extract a bundle first (steerkit extract RECIPE), or use a local "
             "model folder", "SK464")])
-    plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims,
-                          architecture=(config or {}).get("architectures", [None])[0])
+    arch = (config or {}).get("architectures", [None])[0]
+    plan = compile_recipe(loaded.recipe, adapter, bundle, dims=dims, architecture=arch)
     note = strength_note(loaded, bundle, info=False)
     if note:
         warnings.append(note)
+    if len(bundles) > 1:
+        from .compose import stack_plans
+
+        stacked = stack_plans([plan] + [compile_recipe(loaded.recipe, adapter, b, dims=dims, architecture=arch)
+                                        for b in bundles[1:]])
+        return stacked, warnings  # type: ignore[return-value]  # a PlanStack prints and runs like a Plan
     return plan, warnings
 
 
@@ -203,9 +212,23 @@ def preflight_bundle(loaded: LoadedRecipe, *, bundle_override: Optional[str] = N
     path = bundle_path(loaded, bundle_override)
     if path is None or not path.exists():
         return None
-    bundle = Bundle.load(path)
+    try:
+        bundle = Bundle.load(path)
+    except BundleError as exc:
+        if exc.problems and exc.problems[0].code == "SK403" and _is_bundle_set(path):
+            return None  # a merged set of forget requests: its parts are checked one by one once the model loads
+        raise
     check_fitted_on(bundle, loaded, explicit=bundle_override is not None, allow_foreign=allow_foreign, log=log)
     return bundle
+
+
+def _is_bundle_set(path: Path) -> bool:
+    from .bundle_set import load_parts
+
+    try:
+        return len(load_parts(path)) > 1
+    except BundleError:
+        return False
 
 
 def get_bundle(loaded: LoadedRecipe, session: ModelSession, *, bundle_override: Optional[str] = None,

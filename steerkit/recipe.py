@@ -51,6 +51,8 @@ class JsonlSource(StrictModel):
                                   "Relative paths resolve against the recipe's folder. 'target' is read only by "
                                   "image_perturbation (PGD's target text); mean_diff reads the prompt and image.")
     limit: Optional[int] = Field(None, ge=1, description="Use at most this many lines.")
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
 
 class RequestFields(StrictModel):
@@ -83,6 +85,8 @@ class MllmuSource(RequestFields):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "MllmuSource":
@@ -103,6 +107,8 @@ class WorldSource(RequestFields):
     tasks: list[TaskName] = ["classification", "generation", "cloze"]
     modalities: list[ModalityName] = ["vqa", "qa"]
     limit: Optional[int] = Field(None, ge=1)
+    ids: Optional[list[str]] = Field(None, min_length=1, description="Keep only items of these people "
+                                     "(profile ids): one forget request among several (docs/forget-requests.md).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "WorldSource":
@@ -340,6 +346,9 @@ class BundleSpec(StrictModel):
     path: PathText = Field(description="Where the direction bundle is written / read (relative to the recipe). "
                                         "'{fit}' in it becomes a 12-hex key of the model, world, data sources and "
                                         "fit settings (direction, gate, seed), so each gets its own bundle.")
+    compose: list[str] = Field([], description="Further bundles (or merged bundle sets) applied together with "
+                               "this one, one per forget request: each keeps its own gate and direction and the "
+                               "gated writes add up (docs/forget-requests.md). Extract writes only 'path'.")
 
 
 class EvalSpec(StrictModel):
@@ -483,16 +492,26 @@ def _apply_override(data: dict, doc: LoadedYaml, item: str, problems: list[Probl
         value = raw
     node = data
     created: list[tuple] = []
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part) if isinstance(node, dict) else None
+    for i, part in enumerate(parts):  # a digit part picks a mapping out of a list (gate.forget.0.ids=[...])
+        if isinstance(node, list) and i < len(parts) - 1:
+            if not (part.isdigit() and int(part) < len(node) and isinstance(node[int(part)], dict)):
+                problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i])}' is a list of {len(node)}; "
+                                        f"'{part}' is not the index of a mapping in it", "--set", None, None, key,
+                                        f"use an index 0..{len(node) - 1}", "SK110"))
+                return
+            part = int(part)
+        elif not isinstance(node, dict):
+            problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i])}' is not a mapping",
+                                    "--set", None, None, key, None, "SK110"))
+            return
+        if i == len(parts) - 1:
+            node[part] = value
+            break
+        nxt = node[part] if isinstance(node, list) else node.get(part)
         if nxt is None:
             nxt = {}
             node[part] = nxt
             created.append(tuple(parts[:i + 1]))
-        if not isinstance(nxt, dict):
-            problems.append(Problem(f"cannot set '{key}': '{'.'.join(parts[:i + 1])}' is not a mapping",
-                                    "--set", None, None, key, None, "SK110"))
-            return
         node = nxt
     node[parts[-1]] = value
     doc.positions.setdefault(tuple(parts), (None, None))  # type: ignore[arg-type]  # no file position

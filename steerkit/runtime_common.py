@@ -24,12 +24,19 @@ class Vectors:
     def __init__(self, tensors):
         self.tensors = tensors
         self.moved: dict[tuple[Any, Any, Any], torch.Tensor] = {}  # (name or names, device, dtype)
+        self.parts: dict[int, Vectors] = {}  # a PlanStack's per-part tables
 
     def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
         key = (name, like.device, like.dtype)
         if key not in self.moved:
             self.moved[key] = self.tensors[name].to(device=like.device, dtype=like.dtype)
         return self.moved[key]
+
+    def part(self, j: int) -> Vectors:
+        """A PlanStack's tables (``tensors`` is then a tuple, one per part): part j's Vectors, made once."""
+        if j not in self.parts:
+            self.parts[j] = Vectors(self.tensors[j])
+        return self.parts[j]
 
     def stack(self, names: Sequence[str], like: torch.Tensor) -> Optional[torch.Tensor]:
         """The named tensors stacked (prototypes, whitening matrices), built once per device and dtype."""

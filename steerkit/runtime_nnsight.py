@@ -22,8 +22,10 @@ from nnsight import NNsight
 from nnsight.intervention.envoy import Envoy
 
 from .errors import Problem, SteeringRuntimeError
+from .compose import PlanStack
+from .ops import apply_op
 from .plan import Plan, SiteRef
-from .positions import decode_masks, prompt_masks
+from .positions import decode_masks, prompt_masks, union
 from .runtime_common import Vectors, apply_write, gate_value, shared_gate  # noqa: F401 (gate_value: API)
 from .runtime_hooks import HookExecutor
 
@@ -67,7 +69,7 @@ def _write(envoy: Any, ref: SiteRef, value: torch.Tensor) -> None:
         envoy.output = value
 
 
-def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
+def image_token_id_of(model: torch.nn.Module, plan: Plan | PlanStack) -> Optional[int]:
     if not plan.image_token_config:
         return None
     node: Any = getattr(model, "config", None)
@@ -80,15 +82,48 @@ def image_token_id_of(model: torch.nn.Module, plan: Plan) -> Optional[int]:
 # reads: nothing refers to the Steerer or the local process, so nnsight can ship it to a remote backend
 # (``remote=True``; ``remote="local"`` rehearses that serialisation with steerkit hidden).
 
-def apply_writes(nn: Any, plan: Plan, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
+def apply_writes(nn: Any, plan: Plan | PlanStack, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
     """Run every write in forward order. ``gates`` keeps per-row gate values across decode steps: the
     gate reads the prompt once, at prefill, and every later step reuses it."""
+    if isinstance(plan, PlanStack):
+        return apply_stack(nn, plan, vectors, masks, gates, writes)
     shared = plan.gate.read
     if shared is not None and "shared" not in gates and all(w.at != shared for w in plan.writes):
         shared_gate(plan, vectors, _read(resolve(nn, shared.module), shared), masks, gates)  # compile put it first
     for w in plan.writes if writes is None else writes:
         envoy = resolve(nn, w.at.module)
         _write(envoy, w.at, apply_write(plan, vectors, masks, gates, w, _read(envoy, w.at)))
+
+
+def apply_stack(nn: Any, stack: PlanStack, vectors: Vectors, masks: dict, gates: dict, writes=None) -> None:
+    """Several bundles' plans at once (steerkit.compose): at each site, in forward order, every part's gate
+    reads the activation before any part writes there; then the parts' writes add up in part order. A
+    part whose gate is closed on a row leaves that row bit for bit as the other parts made it. Gate keys
+    are (part, "shared" | layer), kept across decode steps like ``apply_writes``'."""
+    chosen = None if writes is None else set(writes)
+    todo = [[w for w in p.writes if chosen is None or w in chosen] for p in stack.parts]
+    refs = {w.at for ws in todo for w in ws}
+    refs |= {p.gate.read for j, p in enumerate(stack.parts) if p.gate.read is not None and (j, "shared") not in gates}
+    for ref in sorted(refs, key=lambda r: r.order):
+        envoy = resolve(nn, ref.module)
+        h = _read(envoy, ref)
+        for j, p in enumerate(stack.parts):
+            if p.gate.read == ref and (j, "shared") not in gates:
+                gates[(j, "shared")] = gate_value(p, vectors.part(j), h, masks, p.gate.vector, p.gate.bias, None)
+        new, wrote = h, False
+        for j, p in enumerate(stack.parts):
+            for w in todo[j]:
+                if w.at != ref:
+                    continue
+                key = (j, "shared") if p.gate.read is not None else (j, w.at.layer)
+                if key not in gates:  # per-write gates read the activation before any part wrote here
+                    gates[key] = gate_value(p, vectors.part(j), h, masks, w.gate_vector, w.gate_bias, w.vector)
+                mask = union(masks, w.positions).to(h.device)
+                new = apply_op(new, w.op, vectors.part(j).get(w.vector, h), gates[key], mask, w.strength,
+                               w.clamp_value)
+                wrote = True
+        if wrote:
+            _write(envoy, ref, new)
 
 
 class Steerer:
@@ -106,20 +141,14 @@ class Steerer:
     (``tests/test_runtime_fast_path.py``).
     """
 
-    def __init__(self, model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+    def __init__(self, model: torch.nn.Module, plan: Plan | PlanStack, image_token_id: Optional[int] = None,
                  remote: bool | str = False, executor: str = "auto"):
-        missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
-        missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds
-                    if k not in plan.tensors]
-        if plan.gate.rule == "prototype" and not plan.gate.prototypes:
-            missing.append("gate_proto.*")
-        if plan.gate.vector and plan.gate.vector not in plan.tensors:
-            missing.append(plan.gate.vector)
+        missing = [k for part in (plan.parts if isinstance(plan, PlanStack) else (plan,)) for k in _missing(part)]
         if missing:
             raise SteeringRuntimeError("the plan has no vectors to run (dry-run plan?)", [Problem(
                 f"missing tensors: {', '.join(sorted(set(missing))[:5])}", None, None, None, "bundle",
                 "compile with a bundle: steerkit extract RECIPE, then apply", "SK501")])
-        self.executor = _choose_executor(executor, model, remote)
+        self.executor = _choose_executor(executor, model, remote, isinstance(plan, PlanStack))
         self.model = model
         self._wrapper: Optional[contextlib.AbstractContextManager] = None
         self._nn: Any = None
@@ -220,14 +249,30 @@ class Steerer:
         return out
 
     def gate_values(self, inputs: dict) -> dict:
-        """Per-row gate values of one steered forward pass, keyed by layer (or 'shared')."""
-        return self.forward(inputs, return_gates=True)[1]
+        """Per-row gate values of one steered forward pass, keyed by layer (or 'shared'); for a PlanStack
+        keyed (part, layer | 'shared'), led by "any": each row's largest gate over the parts."""
+        gates = self.forward(inputs, return_gates=True)[1]
+        if isinstance(self.plan, PlanStack):
+            firsts = [next(v for k, v in gates.items() if k[0] == j) for j in range(len(self.plan.parts))]
+            gates = {"any": torch.stack(firsts).amax(0), **gates}
+        return gates
+
+
+def _missing(plan: Plan) -> list[str]:
+    """Tensor names the plan uses but does not hold (a dry-run plan holds none)."""
+    missing = [k for w in plan.writes for k in (w.vector, w.gate_vector) if k and k not in plan.tensors]
+    missing += [k for k in plan.gate.prototypes + plan.gate.centers + plan.gate.inv_stds if k not in plan.tensors]
+    if plan.gate.rule == "prototype" and not plan.gate.prototypes:
+        missing.append("gate_proto.*")
+    if plan.gate.vector and plan.gate.vector not in plan.tensors:
+        missing.append(plan.gate.vector)
+    return missing
 
 
 EXECUTORS = ("auto", "hooks", "nnsight")
 
 
-def _choose_executor(executor: str, model: Any, remote: bool | str) -> str:
+def _choose_executor(executor: str, model: Any, remote: bool | str, stack: bool = False) -> str:
     why = None
     if executor not in EXECUTORS:
         why = f"unknown executor {executor!r}; valid choices: {', '.join(EXECUTORS)}"
@@ -235,12 +280,14 @@ def _choose_executor(executor: str, model: Any, remote: bool | str) -> str:
         why = "executor 'hooks' runs here; a remote run goes through nnsight"
     elif executor == "hooks" and isinstance(model, Envoy):
         why = "executor 'hooks' needs a plain torch module; this model is an nnsight model"
+    elif executor == "hooks" and stack:
+        why = "executor 'hooks' runs one plan; composed bundles (a PlanStack) run through nnsight"
     if why:
         raise SteeringRuntimeError("the steering executor cannot run this model", [Problem(
             why, None, None, None, "executor", "use executor='auto' (hooks locally, nnsight for remote runs) "
             "or 'nnsight'", "SK520")])
     if executor == "auto":
-        return "nnsight" if remote or isinstance(model, Envoy) else "hooks"
+        return "nnsight" if remote or stack or isinstance(model, Envoy) else "hooks"
     return executor
 
 
@@ -291,7 +338,7 @@ def _ship_steerkit_by_value() -> None:
 
 
 @contextlib.contextmanager
-def steer(model: torch.nn.Module, plan: Plan, image_token_id: Optional[int] = None,
+def steer(model: torch.nn.Module, plan: Plan | PlanStack, image_token_id: Optional[int] = None,
           remote: bool | str = False, executor: str = "auto") -> Iterator[Steerer]:
     """Context manager yielding a Steerer; the model itself is never modified (``remote``, ``executor``:
     see Steerer)."""

@@ -77,8 +77,27 @@ def load_eval_items(source: Any, resolve: Callable[[str], Path], world_spec: Any
     # refusal rows carry their own task ("refusal"), never one of source.tasks: filtering by those
     # emptied every refusal source (issue #19), so the split ignores them, as eval does
     tasks = None if source.split == "refusal" else source.tasks
-    items = eval_items(root, source.split, source.forget_ratio, tasks, source.modalities, seed=seed)
+    items = only_ids(eval_items(root, source.split, source.forget_ratio, tasks, source.modalities, seed=seed),
+                     source, f"{source.kind} split {source.split!r}")
     return items[: source.limit] if source.limit else items
+
+
+def only_ids(items: list, source: Any, where: str) -> list:
+    """The items of the people ``source.ids`` names (all items without ``ids``). An id with no item is an
+    error: a typo would otherwise make a forget request silently forget nobody."""
+    ids = getattr(source, "ids", None)
+    if not ids:
+        return items
+    have = {it.id for it in items}
+    missing = [i for i in ids if i not in have]
+    if missing:
+        from .errors import choices_hint
+
+        raise DataError("a source names people it does not hold", [Problem(
+            f"ids {missing} have no item in the {where}", None, None, None, "ids",
+            choices_hint(missing[0], sorted(have)[:40]), "SK606")])
+    keep = set(ids)
+    return [it for it in items if it.id in keep]
 
 
 def _why_empty(source: Any, resolve: Callable[[str], Path], world_spec: Any) -> str:
@@ -123,6 +142,8 @@ def load_source(source: Any, resolve: Callable[[str], Path], world_spec: Any, se
         items = read_contrast_jsonl(path)
     else:
         items = _from_eval(load_eval_items(source, resolve, world_spec, seed))
+    if source.kind != "mllmu" and not (source.kind == "world" and source.contrast is None):
+        items = only_ids(items, source, f"{source.kind} source")  # eval splits were filtered above
     if not items:
         raise DataError("a data source is empty", [Problem(
             f"the {source.kind} source yields no items: {_why_empty(source, resolve, world_spec)}", None, None,

@@ -36,6 +36,8 @@ MEASURES = {
     "extract_memory.json": ["benchmarks/extract_memory.py", "steerkit/activation_store.py",
                             "steerkit/activations.py", "steerkit/extraction.py"],
     "gate_fit.json": ["benchmarks/gate_fit.py", "steerkit/gates.py"],
+    "robustness.json": ["benchmarks/robustness.py", "steerkit/strength.py", "steerkit/answer_scores.py",
+                        *_PIPELINE],
     "gate_probe.json": ["benchmarks/gate_probe.py", "steerkit/extraction.py", "steerkit/activations.py"],
     "gate_scores.json": ["benchmarks/gate_scores.py", "steerkit/extraction.py", "steerkit/ops.py",
                          "steerkit/activations.py"],

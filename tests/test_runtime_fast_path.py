@@ -179,3 +179,18 @@ def test_teacher_forced_forward_equal(positions):
     assert all(torch.equal(fast_gates[k], slow_gates[k]) for k in slow_gates)
     (unmasked, _), _ = _both(t.model, plan, lambda st: st.forward(inputs, return_gates=True))
     assert not torch.equal(fast, unmasked), "the prompt mask must change what is steered"
+
+
+def test_composed_plans_take_the_nnsight_executor():
+    """The hook executor runs one Plan; a PlanStack (composed bundles) goes through nnsight under 'auto',
+    and asking for hooks is refused rather than steering only part of the stack."""
+    from steerkit.compose import PlanStack
+
+    t, s = _session("llava")
+    plan = make_plan("llava", s.dims, RECIPE_HEAD + GATES["always_on"] + "\nsteer: {layers: {start: 0}}\n")
+    stack = PlanStack((plan, plan))
+    with steer(t.model, stack) as st:
+        assert st.executor == "nnsight"
+    with pytest.raises(SteeringRuntimeError) as err:
+        Steerer(t.model, stack, executor="hooks")
+    assert err.value.problems[0].code == "SK520"

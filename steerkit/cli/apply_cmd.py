@@ -12,7 +12,9 @@ from .common import activation_options, foreign_option, guarded, remote_option, 
 
 @click.command("apply")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--bundle", help="Bundle file, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's).")
+@click.option("--bundle", "bundles", multiple=True,
+              help="Bundle file, merged set, Hub-like folder or hf://OWNER/REPO[@REV][/FILE] (default: the recipe's "
+                   "bundle.path + bundle.compose). Give it once per forget request to apply several together.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="jsonl: {prompt, image?} per line.")
 @click.option("--prompt", help="A single prompt (instead of --input).")
 @click.option("--image", type=click.Path(dir_okay=False), help="Image for --prompt.")
@@ -26,8 +28,8 @@ from .common import activation_options, foreign_option, guarded, remote_option, 
 @activation_options
 @set_option
 @guarded
-def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tokens, batch_size, allow_foreign, remote,
-            activations, spill_dir, overrides):
+def command(recipe, bundles, input_path, prompt, image, out, compare, max_new_tokens, batch_size, allow_foreign,
+            remote, activations, spill_dir, overrides):
     """Steer a model with RECIPE on prompts and print or write the answers.
 
     \b
@@ -35,13 +37,15 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
       steerkit apply recipes/unlearning/mllmeraser_embedded_llava.yaml --prompt "Who is this?" --image face.png
       steerkit apply my.yaml --input prompts.jsonl --out answers.jsonl --compare
       steerkit apply hub_model.yaml --prompt "Who is this?" --image face.png --remote ndif
+      steerkit apply my.yaml --input prompts.jsonl --bundle requests/r1.safetensors --bundle requests/r2.safetensors
     """
     from tqdm import tqdm
 
     from ..apply_inputs import ApplyRow, open_image, prompt_problem, read_apply_jsonl
     from ..apply_stream import ResultSink, answer_all, check_out_path
     from ..errors import DataError, Problem
-    from ..pipeline import get_bundle, plan_for, preflight_bundle
+    from ..compose_pipeline import get_bundles, plan_for_bundles
+    from ..pipeline import preflight_bundle
     from ..recipe import load_recipe
     from ..runtime_nnsight import steer
     from ..remote import open_session
@@ -69,11 +73,14 @@ def command(recipe, bundle, input_path, prompt, image, out, compare, max_new_tok
         click.echo(p.render(), err=True)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     # an explicit --bundle that cannot be read, or a bundle fitted on another world / data, fails here
-    checked = preflight_bundle(loaded, bundle_override=bundle, allow_foreign=allow_foreign, log=log)
+    checked = preflight_bundle(loaded, bundle_override=bundles[0] if bundles else None, allow_foreign=allow_foreign,
+                               log=log)
     session = open_session(loaded, remote)
-    b = get_bundle(loaded, session, bundle_override=bundle, log=log, activations=activations, spill_dir=spill_dir,
-                   extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
-    plan = plan_for(loaded, session, b)
+    found = get_bundles(loaded, session, bundles, log=log, activations=activations, spill_dir=spill_dir,
+                        extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)
+    plan = plan_for_bundles(loaded, session, found)
+    if len(found) > 1:
+        log(f"composing {len(found)} bundles (sum of gated writes); 'gate' is each row's largest")
     limit = getattr(session.model.config, "max_position_embeddings", None) or getattr(
         getattr(session.model.config, "text_config", None), "max_position_embeddings", None)
 

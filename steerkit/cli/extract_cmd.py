@@ -10,10 +10,14 @@ from .common import activation_options, guarded, set_option
 @click.command("extract")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Bundle path (default: the recipe's).")
+@click.option("--retain-cache", type=click.Path(dir_okay=False),
+              help="Keep the gate's retain activations in this file and reuse them when it matches (model, "
+                   "read sites, retain data): a later forget request costs only its own prompts.")
 @activation_options
 @set_option
 @guarded
-def command(recipe: str, out: str | None, activations: str, spill_dir: str | None, overrides: tuple[str, ...]) -> None:
+def command(recipe: str, out: str | None, retain_cache: str | None, activations: str, spill_dir: str | None,
+            overrides: tuple[str, ...]) -> None:
     """Extract directions and fit the gate for RECIPE; write the bundle atomically.
 
     \b
@@ -21,6 +25,8 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
       steerkit extract recipes/unlearning/mllmeraser_embedded_llava.yaml
       steerkit extract my.yaml -o runs/my.safetensors --set gate.rho=0.4
       steerkit extract big.yaml --activations disk --spill-dir /scratch
+      steerkit extract my.yaml -o requests/r2.safetensors --retain-cache runs/retain.safetensors \\
+          --set 'gate.forget.0.ids=["031","047"]'
     """
     from ..errors import Problem, RecipeError
     from ..extraction import extract
@@ -34,7 +40,7 @@ def command(recipe: str, out: str | None, activations: str, spill_dir: str | Non
         raise RecipeError("nowhere to write the bundle", [Problem("no bundle.path and no -o", recipe, None, None,
                                                                   "bundle.path", "pass -o BUNDLE", "SK205")])
     session = load_session(loaded.recipe.model, loaded.base_dir)
-    bundle = extract(loaded, session, activations=activations, spill_dir=spill_dir)
+    bundle = extract(loaded, session, activations=activations, spill_dir=spill_dir, retain_cache=retain_cache)
     bundle.save(path)
     m = bundle.manifest
     click.echo(f"wrote {path}: {len(bundle.tensors)} tensors, layers {m.sites}, tensors sha256 "

@@ -28,7 +28,7 @@ def _register() -> None:
     import importlib
 
     for name in ("validate_cmd", "compile_cmd", "schema_cmd", "adapters_cmd", "recipes_cmd", "inspect_cmd",
-                 "apply_cmd", "extract_cmd", "eval_cmd", "train_cmd", "unlearn_cmd"):
+                 "apply_cmd", "extract_cmd", "eval_cmd", "train_cmd", "unlearn_cmd", "bundle_cmd"):
         try:
             module = importlib.import_module(f"steerkit.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -131,7 +131,7 @@ BUILD = textwrap.dedent("""
 
     e._build = slow_build
     e.ensure_world = lambda *a, **k: Path(sys.argv[1])
-    e.ensure_embedded("llava", progress=False)
+    e.ensure_embedded("llava", progress=False, shipped=False)  # the shipped one needs no build
 """)
 
 
