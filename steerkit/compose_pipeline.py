@@ -24,7 +24,8 @@ def _composed(loaded: LoadedRecipe) -> list[Optional[Path]]:
     from .pipeline import bundle_path
 
     spec = loaded.recipe.bundle
-    return [bundle_path(loaded, p if is_hub(p) else str(loaded.resolve(p))) for p in (spec.compose if spec else [])]
+    # local entries are not read through bundle_path: a missing one is SK773 (a request to extract first)
+    return [bundle_path(loaded, p) if is_hub(p) else loaded.resolve(p) for p in (spec.compose if spec else [])]
 
 
 def _missing(loaded: LoadedRecipe, path: Optional[Path]) -> RecipeError:
@@ -33,14 +34,20 @@ def _missing(loaded: LoadedRecipe, path: Optional[Path]) -> RecipeError:
         "extract each forget request first (steerkit extract RECIPE -o FILE), then compose it", "SK773")])
 
 
+def composing(loaded: LoadedRecipe, bundle_overrides: Sequence[str] = ()) -> bool:
+    """Whether the run applies several forget requests (several --bundle, or bundle.compose)."""
+    spec = loaded.recipe.bundle
+    return len(bundle_overrides) > 1 or (not bundle_overrides and bool(spec and spec.compose))
+
+
 def get_bundles(loaded: LoadedRecipe, session, bundle_overrides: Sequence[str] = (), *, log=print,
                 allow_foreign: bool = False, **get_bundle_kwargs) -> list[Bundle]:
     """Every bundle of the run, each checked against the model and all of them against each other:
     ``--bundle`` values (given once or more) replace bundle.path + bundle.compose.
 
-    The run's own bundle (a single first bundle) gets every ``get_bundle`` check, the recipe-level
-    fingerprints included. Composed bundles and the parts of a merged set were fitted for other forget
-    requests, so only their weights fingerprint must match this model (``recipe_level=False``)."""
+    A single bundle gets every ``get_bundle`` check, the recipe-level fingerprints included. When several
+    are composed (several ``--bundle``, ``bundle.compose`` or a merged set), each was fitted for its own
+    forget request, so only its weights fingerprint must match this model (``recipe_level=False``)."""
     from .fingerprint import check_fitted_on, mark_checked
     from .pipeline import bundle_path, get_bundle
 
@@ -57,7 +64,7 @@ def get_bundles(loaded: LoadedRecipe, session, bundle_overrides: Sequence[str] =
     first_ref = bundle_overrides[0] if bundle_overrides else None
     first = bundle_path(loaded, first_ref)
     parts = load_parts(first, expect=expect) if first is not None and first.exists() else []
-    if len(parts) > 1:  # a merged set: every part is its own request
+    if len(parts) > 1 or (parts and composing(loaded, bundle_overrides)):  # each part is its own request
         out = other_requests(parts)
     else:  # a single bundle, or missing: extracted on the spot, as for a single bundle
         out = [get_bundle(loaded, session, bundle_override=first_ref, log=log, allow_foreign=allow_foreign,

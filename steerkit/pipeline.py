@@ -136,8 +136,9 @@ def _dry_plan(loaded: LoadedRecipe, bundle_path_: Optional[str], check_data: boo
     if bundle is not None:
         # the recipe's own bundle must have been fitted on this recipe's world, data and fit settings, as
         # apply and eval will demand; a bundle given explicitly (compile --bundle) only gets warnings
+        # composed requests were each fitted for their own forget people: no recipe-level comparison there
         check_fitted_on(bundle, loaded, allow_foreign=bundle_path_ is not None,
-                        log=lambda m: warnings.append(m.removeprefix("warning: ")))
+                        log=lambda m: warnings.append(m.removeprefix("warning: ")), recipe_level=len(bundles) == 1)
         warnings += stale_data_warnings(loaded, bundle) if bundle.manifest.fitted_on is None else []
     elif dims is None:
         raise AdapterError("cannot compile: model dimensions unknown", [Problem(

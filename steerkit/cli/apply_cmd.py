@@ -44,7 +44,7 @@ def command(recipe, bundles, input_path, prompt, image, out, compare, max_new_to
     from ..apply_inputs import ApplyRow, open_image, prompt_problem, read_apply_jsonl
     from ..apply_stream import ResultSink, answer_all, check_out_path
     from ..errors import DataError, Problem
-    from ..compose_pipeline import get_bundles, plan_for_bundles
+    from ..compose_pipeline import composing, get_bundles, plan_for_bundles
     from ..pipeline import preflight_bundle
     from ..recipe import load_recipe
     from ..runtime_nnsight import steer
@@ -73,8 +73,8 @@ def command(recipe, bundles, input_path, prompt, image, out, compare, max_new_to
         click.echo(p.render(), err=True)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     # an explicit --bundle that cannot be read, or a bundle fitted on another world / data, fails here
-    checked = preflight_bundle(loaded, bundle_override=bundles[0] if bundles else None, allow_foreign=allow_foreign,
-                               log=log)
+    checked = None if composing(loaded, bundles) else preflight_bundle(
+        loaded, bundle_override=bundles[0] if bundles else None, allow_foreign=allow_foreign, log=log)
     session = open_session(loaded, remote)
     found = get_bundles(loaded, session, bundles, log=log, activations=activations, spill_dir=spill_dir,
                         extract_missing=remote is None, allow_foreign=allow_foreign, preflight=checked)

@@ -14,15 +14,15 @@ DEMO_RECIPE = "unlearning/mllmeraser_embedded_llava"
 def _run(recipe_path, bundle, out, overrides, activations="auto", spill_dir=None, remote=None, allow_foreign=False):
     from ..eval_job import run_eval
     from ..evaluate.report import markdown_report
-    from ..compose_pipeline import get_bundles
+    from ..compose_pipeline import composing, get_bundles
     from ..pipeline import preflight_bundle
     from ..recipe import load_recipe
     from ..remote import open_session
 
     loaded = load_recipe(recipe_path, list(overrides))
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    checked = preflight_bundle(loaded, bundle_override=bundle[0] if bundle else None, allow_foreign=allow_foreign,
-                               log=log)
+    checked = None if composing(loaded, bundle) else preflight_bundle(
+        loaded, bundle_override=bundle[0] if bundle else None, allow_foreign=allow_foreign, log=log)
     log(f"loading {loaded.recipe.model.id} (embedded: the shipped checkpoint, else trained once and cached)")
     session = open_session(loaded, remote)
     b = get_bundles(loaded, session, bundle, log=log, activations=activations, spill_dir=spill_dir,
