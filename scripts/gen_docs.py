@@ -40,7 +40,8 @@ RESULT_SUFFIXES = (".md", ".png", ".svg", ".csv", ".json")  # tables, figures, a
 # Figures and tables the results page expects from benchmarks/results/. A glob that matches no file in
 # docs/results/ is listed as pending on the page, so a missing figure is stated, never silently absent.
 EXPECTED_RESULTS = [
-    ("*overhead*", "generation overhead of steering every decode step vs plain generate, hooks and steering-vectors (benchmarks/overhead.py)"),
+    ("*overhead*", "generation overhead of steering every decode step vs plain generate, hooks and "
+                   "steering-vectors (benchmarks/overhead.py)"),
     ("*metrics*", "metric bars: vanilla vs steered per split, modality and task (benchmarks/eraser.py)"),
     ("*gate*", "gate histograms per split (forget / test / retain / utility)"),
     ("*unlearning*", "forgetting vs utility, steering vs the training baselines (benchmarks/unlearning.py)"),

@@ -158,7 +158,9 @@ class Steerer:
             _ship_steerkit_by_value()
         self.image_token_id = image_token_id if image_token_id is not None else image_token_id_of(model, plan)
         self._vectors = Vectors(plan.tensors)
-        self._hooks = HookExecutor(model, plan, self._vectors) if self.executor == "hooks" else None
+        # a PlanStack never gets the hook executor (_choose_executor refuses it)
+        self._hooks = (HookExecutor(model, plan, self._vectors) if self.executor == "hooks" and isinstance(plan, Plan)
+                       else None)
 
     @property
     def nn(self) -> Any:
@@ -201,9 +203,9 @@ class Steerer:
         and gates then see only the prompt, as in a prefill-steered generation of that answer."""
         masks = self._masks(inputs, prompt_mask)
         if self._hooks is not None:
-            with torch.no_grad(), self._hooks.running(masks) as gates:
+            with torch.no_grad(), self._hooks.running(masks) as hook_gates:
                 logits = self.model(**inputs).logits
-            return (logits, {k: v.detach() for k, v in gates.items()}) if return_gates else logits
+            return (logits, {k: v.detach() for k, v in hook_gates.items()}) if return_gates else logits
         nn, plan, vectors = self.nn, self.plan, self._fresh_vectors()
         gates: dict = {}
         with self._remote_failures(), torch.no_grad(), nn.trace(**inputs, **self._trace_kwargs()):
@@ -219,7 +221,7 @@ class Steerer:
         gk = dict(max_new_tokens=max_new_tokens, do_sample=False, **gen_kwargs)
         if self._hooks is not None:
             with torch.no_grad(), self._hooks.running(self._masks(inputs)):
-                return self.model.generate(**inputs, **gk)
+                return self.model.generate(**inputs, **gk)  # type: ignore[operator]  # a transformers model
         nn, plan, vectors, masks = self.nn, self.plan, self._fresh_vectors(), self._masks(inputs)
         gates: dict = {}
         batch = inputs["input_ids"].shape[0]
